@@ -1,0 +1,69 @@
+"""What every dashboard callback shares: when to draw, on which fixed batch, and where to write it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from vaelab.models.output import AutoencoderOutput
+
+log = logging.getLogger(__name__)
+
+
+def tensorboard_writer(trainer: Trainer) -> Any | None:
+    """The ``SummaryWriter`` of the run's TensorBoard logger, or None when there is none."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+class DashboardCallback(Callback):
+    """Draws something for a person to look at in TensorBoard after every ``every_n_epochs`` validation epochs.
+
+    Each drawing uses the same first ``num_images`` images of ``split`` (from the DataModule's
+    ``fixed_batch``) and the same random draws (a forked RNG seeded with ``seed``), so successive epochs differ only
+    by what the model learnt, and training draws the same random numbers with the callback on or off.
+    Subclasses implement :meth:`draw`; they read the model's :class:`AutoencoderOutput` only.
+    """
+
+    def __init__(self, num_images: int = 32, every_n_epochs: int = 1, split: str = "val", seed: int = 0) -> None:
+        super().__init__()
+        if num_images < 1 or every_n_epochs < 1:
+            raise ValueError("num_images and every_n_epochs must be >= 1")
+        self.num_images, self.every_n_epochs, self.split, self.seed = num_images, every_n_epochs, split, seed
+        self._warned = False
+
+    def draw(
+        self, writer: Any, tag_prefix: str, step: int, module: LightningModule, x: torch.Tensor, y: torch.Tensor,
+        out: AutoencoderOutput,
+    ) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if (trainer.current_epoch + 1) % self.every_n_epochs and not last_epoch:
+            return
+        writer = tensorboard_writer(trainer)
+        if writer is None:
+            if not self._warned:
+                log.warning("%s draws into TensorBoard, but the run has no TensorBoard logger: skipped",
+                            type(self).__name__)
+                self._warned = True
+            return
+        x, y = trainer.datamodule.fixed_batch(self.split, self.num_images)
+        x, y = x.to(pl_module.device), y.to(pl_module.device)
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        was_training = pl_module.training
+        pl_module.eval()
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            torch.manual_seed(self.seed)
+            out = pl_module(x)
+            self.draw(writer, self.split, trainer.global_step, pl_module, x, y, out)
+        pl_module.train(was_training)

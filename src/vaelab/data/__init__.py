@@ -1,0 +1,8 @@
+"""Data: one DataModule layer (base), the tensor-resident batch loader, and the data sets."""
+
+from vaelab.data.base import ImageDataModule
+from vaelab.data.digits import DigitsDataModule
+from vaelab.data.loaders import TensorBatchLoader
+from vaelab.data.torchvision_sets import FashionMNISTDataModule, MNISTDataModule
+
+__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorBatchLoader"]

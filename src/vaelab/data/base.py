@@ -1,0 +1,216 @@
+"""The one DataModule layer every data set and every model shares.
+
+A data set subclass only says how to read its train and test images as a uint8 tensor ``(N, C, H, W)`` with
+integer labels (:meth:`ImageDataModule.load_split`). Everything else is here: the decoded-once cache in
+``data_dir``, the seeded train/val split, binarisation, and serving batches either from tensors held on the
+training device (``loader=tensor``, the default) or through a standard ``DataLoader`` (``loader=dataloader``).
+Batches travel as uint8 and become floats in [0, 1] on the device, in ``on_after_batch_transfer``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+
+from vaelab.data.loaders import TensorBatchLoader
+
+log = logging.getLogger(__name__)
+
+LOADERS = ("tensor", "dataloader")
+BINARIZE = ("none", "dynamic", "static")
+CACHE_VERSION = 1
+
+
+class ImageDataModule(LightningDataModule):
+    """Base DataModule for labelled image data sets.
+
+    Args:
+        data_dir: where the data set's files live (and the decoded cache, under ``vaelab_cache/``).
+        batch_size: training batch size.
+        eval_batch_size: batch size for validation and test (defaults to ``batch_size``).
+        val_fraction: fraction of the training set held out for validation, by a seeded permutation.
+        split_seed: seed of that permutation (independent of the run's seed, so every run sees the same split).
+        loader: ``tensor`` (batches indexed from tensors on the device) or ``dataloader`` (torch DataLoader).
+        num_workers, pin_memory: for ``loader=dataloader``.
+        binarize: ``none``, ``dynamic`` (a fresh Bernoulli draw of every training batch, one fixed draw of
+            val/test) or ``static`` (one fixed draw of every split).
+        binarize_seed: seed of the fixed draws.
+        cache: keep the decoded tensors in ``data_dir`` for the next run.
+    """
+
+    #: (channels, height, width) and number of classes; set by each subclass.
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    class_names: tuple[str, ...] = tuple(str(i) for i in range(10))
+    name: str = "images"
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = "data/",
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 42,
+        loader: str = "tensor",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        binarize: str = "none",
+        binarize_seed: int = 1234,
+        cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0.0 <= float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if loader not in LOADERS:
+            raise ValueError(f"unknown loader {loader!r}: choose one of {', '.join(LOADERS)}")
+        if binarize not in BINARIZE:
+            raise ValueError(f"unknown binarize {binarize!r}: choose one of {', '.join(BINARIZE)}")
+        self.save_hyperparameters(logger=False)
+        self.data_dir = Path(data_dir)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # ------------------------------------------------------------------ what a data set provides
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the training (or test) images as uint8 ``(N, C, H, W)`` and labels as int64 ``(N,)``."""
+        raise NotImplementedError
+
+    def source_files(self) -> list[Path]:
+        """Files the decoded cache depends on (a change to any of them invalidates it)."""
+        return []
+
+    def download(self) -> None:
+        """Fetch the data set's files if it has any to fetch (called once, on rank 0, by ``prepare_data``)."""
+
+    # ------------------------------------------------------------------ decoding, once
+    def _cache_path(self, train: bool) -> Path:
+        stamp = [CACHE_VERSION, self.name, train]
+        for f in self.source_files():
+            st = f.stat()
+            stamp += [str(f), st.st_size, st.st_mtime_ns]
+        digest = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:12]
+        return self.data_dir / "vaelab_cache" / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
+
+    def _decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.hparams.cache:
+            return self._checked(*self.load_split(train))
+        path = self._cache_path(train)
+        if path.exists():
+            data = torch.load(path, weights_only=True)
+            return data["images"], data["labels"]
+        images, labels = self._checked(*self.load_split(train))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"images": images, "labels": labels}, tmp)
+        os.replace(tmp, path)  # atomic: a parallel job never reads half a file
+        return images, labels
+
+    def _checked(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if images.dtype != torch.uint8 or images.shape[1:] != self.image_shape:
+            raise ValueError(
+                f"{type(self).__name__}.load_split must return uint8 images of shape (N, *{self.image_shape}), "
+                f"got {images.dtype} {tuple(images.shape)}"
+            )
+        return images.contiguous(), labels.long()
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        self.download()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = self._decoded(train=True)
+        n_val = int(round(len(images) * self.hparams.val_fraction))
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
+        val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        test_images, test_labels = self._decoded(train=False)
+        splits = {
+            "train": (images[train_idx], labels[train_idx]),
+            "val": (images[val_idx], labels[val_idx]),
+            "test": (test_images, test_labels),
+        }
+        fixed = {"static": ("train", "val", "test"), "dynamic": ("val", "test")}.get(self.hparams.binarize, ())
+        for i, split in enumerate(fixed):
+            gen = torch.Generator().manual_seed(self.hparams.binarize_seed + i)
+            imgs, labs = splits[split]
+            draw = torch.bernoulli(imgs.float() / 255.0, generator=gen)
+            splits[split] = ((draw * 255).to(torch.uint8), labs)
+        device = self._device()
+        self.splits = {k: (v[0].to(device), v[1].to(device)) for k, v in splits.items()}
+        log.info(
+            "%s: %d train / %d val / %d test images of shape %s on %s",
+            self.name, *(len(self.splits[k][0]) for k in ("train", "val", "test")), self.image_shape, device,
+        )
+
+    def _device(self) -> torch.device:
+        """The training device for the tensor-resident path, the CPU for the DataLoader path."""
+        if self.hparams.loader == "tensor" and self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> Any:
+        images, labels = self.splits[split]
+        if len(images) == 0:
+            raise ValueError(f"the {split} split of {self.name} is empty (val_fraction={self.hparams.val_fraction})")
+        if self.hparams.loader == "tensor":
+            trainer = self.trainer
+            return TensorBatchLoader(
+                images,
+                labels,
+                batch_size,
+                shuffle=shuffle,
+                seed=torch.initial_seed() % 2**31,  # the run's seed (seed_everything), the same on every rank
+                epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None,
+                rank=trainer.global_rank if trainer is not None else 0,
+                world_size=trainer.world_size if trainer is not None else 1,
+            )
+        workers = self.hparams.num_workers
+        return DataLoader(
+            TensorDataset(images, labels),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> Any:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> Any:
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> Any:
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        x = self.to_float(images)
+        if self.hparams.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
+            x = torch.bernoulli(x)
+        return x, labels
+
+    # ------------------------------------------------------------------ for callbacks and evaluation
+    @staticmethod
+    def to_float(images: torch.Tensor) -> torch.Tensor:
+        """uint8 images to floats in [0, 1]."""
+        return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+    def fixed_batch(self, split: str = "val", n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` images of a split as floats in [0, 1], with labels: the same every epoch."""
+        if not self.splits:
+            self.setup()
+        images, labels = self.splits[split]
+        return self.to_float(images[:n]), labels[:n]

@@ -1,0 +1,222 @@
+"""One LightningModule for the deterministic autoencoder, the VAE and the β-VAE.
+
+* AE  (``variational=False``): loss = recon.
+* VAE (``variational=True, beta=1``): loss = recon + KL, the negative ELBO (Kingma & Welling 2014, eq. 10).
+* β-VAE (``variational=True, beta=β``): loss = recon + β·KL (Higgins et al. 2017, eq. 4), or a schedule of β
+  (:mod:`vaelab.models.schedules`).
+
+All terms are summed over pixels and latent dimensions and averaged over the batch (nats per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning import LightningModule
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from vaelab.models.objectives import LIKELIHOODS, kl_to_standard_normal, make_likelihood, reparameterize
+from vaelab.models.output import AutoencoderOutput
+
+DEFAULT_NET = {
+    "encoder": {"_target_": "vaelab.models.nets.MLPEncoder", "hidden_dims": [400]},
+    "decoder": {"_target_": "vaelab.models.nets.MLPDecoder", "hidden_dims": [400]},
+}
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
+
+# Order of the running sums kept per stage (see ``_accumulate``).
+_TERMS = ("loss", "recon", "kl")
+
+
+def _plain(cfg: Any) -> Any:
+    """Hydra configs become plain containers, so the checkpoint holds only primitives."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+class AutoencoderModule(LightningModule):
+    """Autoencoder, VAE or β-VAE, by configuration.
+
+    Args:
+        image_shape: (channels, height, width) of the data, filled in from the DataModule.
+        latent_dim: size of the code z.
+        variational: False for a deterministic autoencoder, True for a VAE.
+        beta: the target weight of the KL term (1 for the VAE, e.g. 4 for a β-VAE; γ for capacity control).
+        beta_schedule: a ``_target_`` config of a schedule from :mod:`vaelab.models.schedules`; it receives ``beta``.
+        likelihood: ``bernoulli`` (decoder outputs logits) or ``gaussian`` (decoder outputs means).
+        likelihood_std: the fixed standard deviation of the Gaussian likelihood.
+        net: ``{"encoder": <_target_ config>, "decoder": <_target_ config>}``; the model passes the shapes.
+        optimizer: a ``_partial_`` optimizer config; the model passes its parameters.
+        scheduler: an optional ``_partial_`` LR scheduler config; the model passes the optimizer.
+        scheduler_monitor: the metric a plateau scheduler watches.
+        compile: run the forward pass through ``torch.compile``.
+        channels_last: keep conv activations in channels-last memory format.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        latent_dim: int = 16,
+        variational: bool = True,
+        beta: float = 1.0,
+        beta_schedule: Mapping[str, Any] | None = None,
+        likelihood: str = "bernoulli",
+        likelihood_std: float = 0.1,
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        scheduler_monitor: str = "val/loss",
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        image_shape = [int(s) for s in _plain(image_shape)]
+        beta_schedule = _plain(beta_schedule) or dict(DEFAULT_SCHEDULE)
+        net = _plain(net) or DEFAULT_NET
+        optimizer = _plain(optimizer) or dict(DEFAULT_OPTIMIZER)
+        scheduler = _plain(scheduler)
+        if int(latent_dim) < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {', '.join(LIKELIHOODS)}")
+        # Everything above is primitives now, so the checkpoint alone rebuilds the model (eval.py relies on it).
+        self.save_hyperparameters(logger=False)
+
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = int(latent_dim)
+        self.variational = bool(variational)
+        self.likelihood = make_likelihood(likelihood, likelihood_std)
+        self.schedule = instantiate(beta_schedule, beta=float(beta))
+        n_out = 2 * self.latent_dim if self.variational else self.latent_dim
+        self.encoder = instantiate(net["encoder"], image_shape=image_shape, out_features=n_out)
+        self.decoder = instantiate(net["decoder"], image_shape=image_shape, latent_dim=self.latent_dim)
+        self._terms_fn = torch.compile(self._terms) if compile else self._terms
+        self._sums: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ the model
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """μ and log σ² of q(z | x) for a VAE; the code and None for an AE."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        h = self.encoder(x)
+        if not self.variational:
+            return h, None
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw decoder output (logits for Bernoulli); ``likelihood.mean`` turns it into an image."""
+        return self.decoder(z)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images decoded from z ~ N(0, I) (the prior of the VAE)."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(self.device)
+        return self.likelihood.mean(self.decode(z))
+
+    def _terms(self, x: torch.Tensor):
+        mu, logvar = self.encode(x)
+        z = mu if logvar is None else reparameterize(mu, logvar)
+        x_out = self.decode(z)
+        recon = self.likelihood.nll(x_out, x)
+        kl = recon.new_zeros(recon.shape) if logvar is None else kl_to_standard_normal(mu, logvar)
+        return x_out, z, mu, logvar, recon, kl
+
+    def forward(self, x: torch.Tensor) -> AutoencoderOutput:
+        x_out, z, mu, logvar, recon, kl = self._terms_fn(x)
+        step = self.global_step if self._trainer is not None else 0
+        beta, capacity = (self.schedule(step), self.schedule.capacity(step)) if self.variational else (0.0, 0.0)
+        kl_mean = kl.mean()
+        kl_term = (kl_mean - capacity).abs() if self.schedule.uses_capacity else kl_mean
+        loss = recon.mean() + beta * kl_term if self.variational else recon.mean()
+        return AutoencoderOutput(
+            x_out=x_out,
+            x_mean=self.likelihood.mean(x_out),
+            z=z,
+            mu=mu,
+            logvar=logvar,
+            recon=recon,
+            kl=kl,
+            loss=loss,
+            beta=beta,
+            capacity=capacity,
+        )
+
+    # ------------------------------------------------------------------ Lightning steps
+    def model_step(self, batch: Any, stage: str) -> AutoencoderOutput:
+        """The one step shared by train, val and test: forward pass and running sums of the terms."""
+        x = batch[0]
+        out = self(x)
+        self._accumulate(stage, out, x.shape[0])
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.model_step(batch, "train").loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.model_step(batch, "test")
+
+    def _accumulate(self, stage: str, out: AutoencoderOutput, n: int) -> None:
+        # One fused add per step instead of a self.log call per metric: logging every step costs more than an
+        # MLP step on a CPU. The sums are exact per-image means at epoch end, whatever the last batch's size.
+        stats = torch.stack([out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum()])
+        count = torch.tensor(float(n), device=stats.device)
+        stats = torch.cat([stats, count[None]])
+        if stage in self._sums:
+            self._sums[stage] += stats
+        else:
+            self._sums[stage] = stats
+
+    def _log_epoch(self, stage: str) -> None:
+        sums = self._sums.pop(stage, None)
+        if sums is None:
+            return
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        means = dict(zip(_TERMS, (sums[:-1] / sums[-1]).tolist()))
+        metrics = {"loss": means["loss"], "recon": means["recon"]}
+        if self.variational:
+            step = self.global_step
+            metrics.update(kl=means["kl"], elbo=-(means["recon"] + means["kl"]), beta=self.schedule(step))
+            if self.schedule.uses_capacity:
+                metrics["capacity"] = self.schedule.capacity(step)
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
+
+    def on_train_epoch_start(self) -> None:
+        self._sums.pop("train", None)
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        self._sums.pop("test", None)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch"},
+        }

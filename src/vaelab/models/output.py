@@ -1,0 +1,32 @@
+"""The structured output every autoencoder returns, so callbacks and evaluation never ask which model they face."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AutoencoderOutput:
+    """One forward pass over a batch.
+
+    Per-image terms have shape ``(batch,)`` and are in nats; ``loss`` is the batch-mean training objective.
+    For a deterministic autoencoder ``logvar`` is ``None``, ``mu`` is the code and ``kl`` is zero.
+    """
+
+    x_out: torch.Tensor  # raw decoder output (logits for Bernoulli, means for Gaussian), image-shaped
+    x_mean: torch.Tensor  # the reconstruction as an image: the likelihood's mean
+    z: torch.Tensor  # the latent code the decoder saw (a sample for a VAE)
+    mu: torch.Tensor  # posterior mean (the code itself for an AE)
+    logvar: torch.Tensor | None  # posterior log-variance, None for an AE
+    recon: torch.Tensor  # −log p(x | z) per image
+    kl: torch.Tensor  # KL(q(z|x) ‖ p(z)) per image
+    loss: torch.Tensor  # scalar training objective (β-weighted, batch mean)
+    beta: float  # the KL weight used for ``loss``
+    capacity: float = 0.0  # the KL target C used for ``loss`` (capacity control), else 0
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """The evidence lower bound per image, −(recon + KL), whatever β the loss used."""
+        return -(self.recon + self.kl)

@@ -1,0 +1,125 @@
+"""The training task behind ``src/train.py``: build everything from the Hydra config, fit, test, record."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.config import validate_config
+from vaelab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_all(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``.
+
+    An entry set to null (``callbacks.samples=null``) is left out.
+    """
+    if not cfg:
+        return []
+    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+
+
+def scalar_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The ``prefix/…`` entries of Lightning's metric dict as plain floats."""
+    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
+
+
+@rank_zero_only
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """DataModule, model (given the data's image shape) and Trainer with its callbacks and loggers."""
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, model, trainer
+
+
+def _test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
+    """Test the best checkpoint; say so in the record when there is none and the current weights are used."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        log.warning("No best checkpoint was saved (no ModelCheckpoint, or fast_dev_run): testing the current weights")
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
+    return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
+    validate_config(cfg)
+    if cfg.get("seed") is not None:  # 0 is a seed too
+        L.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    record: dict[str, Any] = {"status": "running", "overrides": _overrides(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    start = time.perf_counter()
+    trainer = None
+    try:
+        datamodule, model, trainer = build(cfg)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        fitted = dict(trainer.callback_metrics)
+        record.update(
+            train=scalar_metrics(fitted, "train/"),
+            val=scalar_metrics(fitted, "val/"),
+            epochs=trainer.current_epoch,
+            global_step=trainer.global_step,
+        )
+        if trainer.checkpoint_callback is not None:
+            record["best_ckpt"] = trainer.checkpoint_callback.best_model_path
+            record["last_ckpt"] = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        if cfg.get("test"):
+            record.update(_test(cfg, trainer, model, datamodule))
+            record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
+        record["status"] = "interrupted" if trainer.interrupted else "completed"
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        if trainer is None or trainer.is_global_zero:
+            write_json(output_dir / "metrics.json", record)
+    return optimized_value(cfg, record)
+
+
+def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
+    """The value of ``cfg.optimized_metric`` (e.g. ``val/loss``) for Hydra sweepers; None when unset."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    stage = name.split("/", 1)[0]
+    values = record.get(stage, {})
+    if name not in values:
+        raise ConfigError(
+            f"optimized_metric={name!r} was not logged by this run; it logged: {', '.join(values) or 'nothing'} "
+            f"(an autoencoder logs no kl/elbo)"
+        )
+    value = values[name]
+    if not math.isfinite(value):
+        log.warning("%s is %s", name, value)
+    return value
