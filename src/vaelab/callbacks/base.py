@@ -22,6 +22,13 @@ def tensorboard_writer(trainer: Trainer) -> Any | None:
     return None
 
 
+def logging_step(trainer: Trainer) -> int:
+    """The step Lightning itself gives the metrics logged at this point (for validation at the end of an epoch,
+    that of the last training batch), so images line up with the scalars in TensorBoard."""
+    loop = getattr(trainer.fit_loop, "epoch_loop", None)
+    return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
+
+
 class DashboardCallback(Callback):
     """Draws something for a person to look at in TensorBoard after every ``every_n_epochs`` validation epochs.
 
@@ -65,5 +72,5 @@ class DashboardCallback(Callback):
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             torch.manual_seed(self.seed)
             out = pl_module(x)
-            self.draw(writer, self.split, trainer.global_step, pl_module, x, y, out)
+            self.draw(writer, self.split, logging_step(trainer), pl_module, x, y, out)
         pl_module.train(was_training)

@@ -1,0 +1,146 @@
+"""End-to-end training through the real Hydra configs: every model, sweeps, TensorBoard output, errors, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT, compose_train
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vaelab.errors import ConfigError, DataNotFoundError
+from vaelab.training import train
+
+ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["ae", "vae", "beta_vae"])
+def test_each_model_trains_and_records_metrics(tmp_path, model):
+    cfg = compose_train(tmp_path, [f"model={model}", "logger=none", "callbacks=minimal"])
+    value = train(cfg)
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "completed"
+    assert record["global_step"] == 3
+    assert value == pytest.approx(record["val"]["val/loss"])
+    assert record["test"]["test/loss"] > 0
+    assert Path(record["test_ckpt"]).is_file()
+    if model == "ae":
+        assert "val/kl" not in record["val"]
+    else:
+        val = record["val"]
+        assert val["val/elbo"] == pytest.approx(-(val["val/recon"] + val["val/kl"]), rel=1e-5)
+        beta = 4.0 if model == "beta_vae" else 1.0
+        assert val["val/beta"] == beta
+        assert val["val/loss"] == pytest.approx(val["val/recon"] + beta * val["val/kl"], rel=1e-5)
+
+
+def test_tensorboard_has_scalars_and_images(tmp_path):
+    cfg = compose_train(tmp_path, ["model=vae", "trainer.max_epochs=2"])
+    train(cfg)
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+    for stage in ("train", "val", "test"):
+        for term in ("loss", "recon", "kl", "elbo", "beta"):
+            assert f"{stage}/{term}" in scalars
+    for tag in ("reconstructions", "samples", "latent_space", "kl_per_dim", "traversal"):
+        assert f"val/{tag}" in images
+    assert len(acc.Images("val/reconstructions")) == 2  # one per validation epoch, none from the sanity check
+    # images sit at the same steps as the validation scalars (Lightning's: the last training batch's step)
+    assert [e.step for e in acc.Images("val/reconstructions")] == [e.step for e in acc.Scalars("val/elbo")] == [2, 5]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_seed_zero_is_honoured(tmp_path):
+    losses = []
+    for i, seed in enumerate([0, 0, 1]):
+        cfg = compose_train(tmp_path / str(i), [f"seed={seed}", "logger=none", "callbacks=none", "test=false"])
+        losses.append(train(cfg))
+    assert losses[0] == losses[1]
+    assert losses[0] != losses[2]
+
+
+def test_resume_from_last_checkpoint_continues_the_step_count(tmp_path):
+    first = compose_train(tmp_path / "a", ["logger=none", "callbacks=minimal", "test=false"])
+    train(first)
+    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    resumed = compose_train(
+        tmp_path / "b", ["logger=none", "callbacks=minimal", "test=false", "trainer.max_epochs=2", f"ckpt_path={last}"]
+    )
+    train(resumed)
+    assert read_metrics(tmp_path / "b" / "run")["global_step"] == 6
+    state = torch.load(last, weights_only=True, map_location="cpu")
+    assert state["global_step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.latent_dim=0", "model.latent_dim"),
+        ("model.beta=-1", "model.beta"),
+        ("data.batch_size=0", "data.batch_size"),
+        ("model.likelihood=poisson", "model.likelihood"),
+        ("ckpt_path=/no/such.ckpt", "ckpt_path"),
+    ],
+)
+def test_invalid_values_stop_before_anything_runs(tmp_path, override, key):
+    cfg = compose_train(tmp_path, [override])
+    with pytest.raises(ConfigError, match=key):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_likelihood_message_lists_allowed_values(tmp_path):
+    with pytest.raises(ConfigError, match="bernoulli, gaussian"):
+        train(compose_train(tmp_path, ["model.likelihood=poisson"]))
+
+
+def test_missing_data_stops_with_a_message_naming_the_files(tmp_path):
+    cfg = compose_train(tmp_path, ["data=fashion_mnist", "data.download=false", "logger=none"])
+    with pytest.raises(DataNotFoundError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert str(tmp_path / "data" / "FashionMNIST" / "raw") in message
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        assert name in message
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "failed" and "DataNotFoundError" in record["error"]
+
+
+def test_command_line_error_is_one_message_not_a_traceback(tmp_path, python):
+    result = subprocess.run(
+        [python, "src/train.py", "model.latent_dim=0", "data.batch_size=0", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "model.latent_dim = 0 is invalid" in result.stderr
+    assert "data.batch_size = 0 is invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(
+        [python, "src/train.py", "-m", "model=ae,vae,beta_vae", "logger=csv", "callbacks=minimal",
+         "trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1", "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={sweep}",
+         f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2"]
+    for job, model in zip(jobs, ["ae", "vae", "beta_vae"]):
+        record = read_metrics(job)
+        assert record["status"] == "completed"
+        assert record["overrides"] == [f"model={model}"] or f"model={model}" in record["overrides"]
+        assert "val/loss" in record["val"] and "test/loss" in record["test"]
