@@ -139,7 +139,7 @@ def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2"]
-    for job, model in zip(jobs, ["ae", "vae", "beta_vae"]):
+    for job, model in zip(jobs, ["ae", "vae", "beta_vae"], strict=True):
         record = read_metrics(job)
         assert record["status"] == "completed"
         assert record["overrides"] == [f"model={model}"] or f"model={model}" in record["overrides"]

@@ -11,11 +11,13 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.config import validate_config
 from vaelab.errors import ConfigError
+from vaelab.runtime import skip_failing_nvml_probe
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +54,12 @@ def _overrides() -> list[str]:
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """DataModule, model (given the data's image shape) and Trainer with its callbacks and loggers."""
+    skip_failing_nvml_probe()
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
     callbacks = instantiate_all(cfg.get("callbacks"))
+    if cfg.trainer.get("enable_progress_bar") is False:  # the explicit trainer flag wins over callbacks.progress_bar
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
@@ -66,7 +71,9 @@ def _test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamod
     """Test the best checkpoint; say so in the record when there is none and the current weights are used."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
-        log.warning("No best checkpoint was saved (no ModelCheckpoint, or fast_dev_run): testing the current weights")
+        log.warning(
+            "No best checkpoint was saved (no ModelCheckpoint, or fast_dev_run): testing the current weights"
+        )
     trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
     return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
 
@@ -77,7 +84,11 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    record: dict[str, Any] = {"status": "running", "overrides": _overrides(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    record: dict[str, Any] = {
+        "status": "running",
+        "overrides": _overrides(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     start = time.perf_counter()
     trainer = None
     try:

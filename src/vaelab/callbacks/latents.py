@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from vaelab.callbacks.base import DashboardCallback

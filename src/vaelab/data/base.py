@@ -103,7 +103,8 @@ class ImageDataModule(LightningDataModule):
         return self.data_dir / "vaelab_cache" / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
 
     def _decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.hparams.cache:
+        if not self.hparams.cache or not all(f.is_file() for f in self.source_files()):
+            # (missing sources: load_split raises the data set's own clear error)
             return self._checked(*self.load_split(train))
         path = self._cache_path(train)
         if path.exists():
@@ -135,6 +136,8 @@ class ImageDataModule(LightningDataModule):
         n_val = int(round(len(images) * self.hparams.val_fraction))
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.hparams.split_seed))
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+        #: positions of the train and val images in the data set's training set
+        self.split_indices = {"train": train_idx, "val": val_idx}
         test_images, test_labels = self._decoded(train=False)
         splits = {
             "train": (images[train_idx], labels[train_idx]),
@@ -142,8 +145,9 @@ class ImageDataModule(LightningDataModule):
             "test": (test_images, test_labels),
         }
         fixed = {"static": ("train", "val", "test"), "dynamic": ("val", "test")}.get(self.hparams.binarize, ())
-        for i, split in enumerate(fixed):
-            gen = torch.Generator().manual_seed(self.hparams.binarize_seed + i)
+        for split in fixed:
+            # one seed per split, so static and dynamic runs are scored on the same binarised val/test images
+            gen = torch.Generator().manual_seed(self.hparams.binarize_seed + ("train", "val", "test").index(split))
             imgs, labs = splits[split]
             draw = torch.bernoulli(imgs.float() / 255.0, generator=gen)
             splits[split] = ((draw * 255).to(torch.uint8), labs)

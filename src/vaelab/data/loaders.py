@@ -68,8 +68,8 @@ class TensorBatchLoader:
         else:
             order = torch.arange(n)
         total = self.num_samples * self.world_size
-        if total > n:
-            order = torch.cat([order, order[: total - n]])
+        if total > n:  # pad by repeating the order, as DistributedSampler does (several times if need be)
+            order = order.repeat(-(-total // n))[:total]
         return order[self.rank :: self.world_size].to(self.images.device, non_blocking=True)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -10,6 +10,7 @@ All terms are summed over pixels and latent dimensions and averaged over the bat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,13 @@ from hydra.utils import instantiate
 from lightning import LightningModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from vaelab.models.objectives import LIKELIHOODS, kl_to_standard_normal, make_likelihood, reparameterize
+from vaelab.models.objectives import (
+    ACTIVE_UNIT_THRESHOLD,
+    LIKELIHOODS,
+    kl_to_standard_normal,
+    make_likelihood,
+    reparameterize,
+)
 from vaelab.models.output import AutoencoderOutput
 
 DEFAULT_NET = {
@@ -27,9 +34,6 @@ DEFAULT_NET = {
 }
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
-
-# Order of the running sums kept per stage (see ``_accumulate``).
-_TERMS = ("loss", "recon", "kl")
 
 
 def _plain(cfg: Any) -> Any:
@@ -135,7 +139,6 @@ class AutoencoderModule(LightningModule):
         loss = recon.mean() + beta * kl_term if self.variational else recon.mean()
         return AutoencoderOutput(
             x_out=x_out,
-            x_mean=self.likelihood.mean(x_out),
             z=z,
             mu=mu,
             logvar=logvar,
@@ -144,6 +147,7 @@ class AutoencoderModule(LightningModule):
             loss=loss,
             beta=beta,
             capacity=capacity,
+            likelihood=self.likelihood,
         )
 
     # ------------------------------------------------------------------ Lightning steps
@@ -165,10 +169,13 @@ class AutoencoderModule(LightningModule):
 
     def _accumulate(self, stage: str, out: AutoencoderOutput, n: int) -> None:
         # One fused add per step instead of a self.log call per metric: logging every step costs more than an
-        # MLP step on a CPU. The sums are exact per-image means at epoch end, whatever the last batch's size.
-        stats = torch.stack([out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum()])
-        count = torch.tensor(float(n), device=stats.device)
-        stats = torch.cat([stats, count[None]])
+        # MLP step on a CPU. The sums give exact per-image means at epoch end, whatever the last batch's size.
+        # On val/test a VAE also sums μ and μ² per latent dimension, for the active units at epoch end.
+        terms = [out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum(), out.recon.new_tensor(n)]
+        stats = torch.stack(terms).double()
+        if stage != "train" and self.variational:
+            mu = out.mu.detach().double()
+            stats = torch.cat([stats, mu.sum(0), mu.pow(2).sum(0)])
         if stage in self._sums:
             self._sums[stage] += stats
         else:
@@ -179,13 +186,18 @@ class AutoencoderModule(LightningModule):
         if sums is None:
             return
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        means = dict(zip(_TERMS, (sums[:-1] / sums[-1]).tolist()))
-        metrics = {"loss": means["loss"], "recon": means["recon"]}
+        count = sums[3]
+        loss, recon, kl = (sums[:3] / count).tolist()
+        metrics = {"loss": loss, "recon": recon}
         if self.variational:
             step = self.global_step
-            metrics.update(kl=means["kl"], elbo=-(means["recon"] + means["kl"]), beta=self.schedule(step))
+            metrics.update(kl=kl, elbo=-(recon + kl), beta=self.schedule(step))
             if self.schedule.uses_capacity:
                 metrics["capacity"] = self.schedule.capacity(step)
+            if len(sums) > 4:  # Burda et al. (2016), sec. 5.2: Cov_x(E_q[z_u]) > 0.01
+                mu_mean, mu2_mean = (sums[4:] / count).chunk(2)
+                variance = mu2_mean - mu_mean.pow(2)
+                metrics["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
 
     def on_train_epoch_start(self) -> None:
@@ -205,6 +217,14 @@ class AutoencoderModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the DataModule's config beside the model's, so ``eval.py`` needs nothing but the checkpoint."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "hparams"):
+            cls = type(datamodule)
+            config = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in datamodule.hparams.items()}
+            checkpoint["vaelab_data"] = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **config}
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:

@@ -25,7 +25,7 @@ def _check_shape(image_shape: ImageShape) -> tuple[int, int, int]:
 
 def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> list[nn.Module]:
     layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [nn.Linear(n_in, n_out), activation()]
     return layers
 
@@ -82,11 +82,13 @@ class ConvEncoder(nn.Module):
         c, h, w = _check_shape(image_shape)
         depth = _conv_depth(h, w, channels)
         stages: list[nn.Module] = []
-        for c_in, c_out in zip([c, *channels[: depth - 1]], channels[:depth]):
+        for c_in, c_out in zip([c, *channels[: depth - 1]], channels[:depth], strict=True):
             stages += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
         self.features = nn.Sequential(*stages)
         flat = channels[depth - 1] * _downsampled(h, depth)[-1] * _downsampled(w, depth)[-1]
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_features))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(flat, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_features)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

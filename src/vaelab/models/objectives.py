@@ -14,6 +14,9 @@ import torch.nn.functional as F
 
 LOG_2PI = math.log(2.0 * math.pi)
 
+#: A latent unit u is active when Cov_x(E_q(z|x)[z_u]) exceeds this (Burda et al. 2016, sec. 5.2).
+ACTIVE_UNIT_THRESHOLD = 0.01
+
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Draw z ~ N(μ, σ²) as z = μ + σ·ε with ε ~ N(0, I) (Kingma & Welling 2014, eq. 10).

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from vaelab.models.objectives import Likelihood
 
 
 @dataclass
@@ -16,7 +18,6 @@ class AutoencoderOutput:
     """
 
     x_out: torch.Tensor  # raw decoder output (logits for Bernoulli, means for Gaussian), image-shaped
-    x_mean: torch.Tensor  # the reconstruction as an image: the likelihood's mean
     z: torch.Tensor  # the latent code the decoder saw (a sample for a VAE)
     mu: torch.Tensor  # posterior mean (the code itself for an AE)
     logvar: torch.Tensor | None  # posterior log-variance, None for an AE
@@ -25,6 +26,13 @@ class AutoencoderOutput:
     loss: torch.Tensor  # scalar training objective (β-weighted, batch mean)
     beta: float  # the KL weight used for ``loss``
     capacity: float = 0.0  # the KL target C used for ``loss`` (capacity control), else 0
+    likelihood: Likelihood | None = field(default=None, repr=False)  # turns x_out into an image
+
+    @property
+    def x_mean(self) -> torch.Tensor:
+        """The reconstruction as an image: the likelihood's mean of ``x_out`` (computed when asked for, so
+        training steps do not pay for it)."""
+        return self.x_out if self.likelihood is None else self.likelihood.mean(self.x_out)
 
     @property
     def elbo(self) -> torch.Tensor:

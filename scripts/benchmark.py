@@ -1,0 +1,262 @@
+#!/usr/bin/env python
+"""Training throughput of vaelab against the hand-written PyTorch VAE loop, on the same data, in one process.
+
+    python scripts/benchmark.py                       # synthetic data of MNIST's size, CPU
+    python scripts/benchmark.py --data-dir data       # real files: data/MNIST/raw/*-ubyte
+    python scripts/benchmark.py --variants c,c_compile,conv,conv_cl
+
+Variants (each trains the classic 784-400-20 MLP VAE with batch 128 unless it says otherwise):
+  a          plain PyTorch, as PyTorch's VAE example: torchvision MNIST + ToTensor through a DataLoader, Adam
+  b          the same loop on tensor-resident data (one uint8 tensor, a randperm per epoch)
+  c          vaelab through Lightning and the repo's Hydra configs, dashboard callbacks off (callbacks=minimal)
+  d          vaelab with the default callbacks (reconstructions, samples, latent scatter, KL per dim, traversal)
+  c_compile  c with model.compile=true
+  c_bf16     c with trainer.precision=bf16-mixed (meant for GPUs)
+  conv       vaelab with the conv net (model/net=conv), callbacks off
+  conv_cl    conv with model.channels_last=true
+
+Every variant trains on the same 54,000 images (vaelab's train split) for --warmup epochs (not timed), then
+--epochs timed epochs, in --repeats interleaved rounds (the best round counts). vaelab's variants also validate
+on the 6,000 held-out images every epoch, and that time is counted against them. It prints images per second,
+the ratios c/a, c/b and d/c, the peak RSS, and one summary line. It asserts nothing: the figures are for a
+person to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from lightning import Callback
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("VAELAB_ROOT", str(ROOT))
+
+from vaelab.data import FashionMNISTDataModule, MNISTDataModule  # noqa: E402
+from vaelab.data.idx import write_random_mnist_layout  # noqa: E402
+
+FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST", FashionMNISTDataModule)}
+
+
+# --------------------------------------------------------------------------- the hand-written reference
+class ReferenceVAE(nn.Module):
+    """The model of PyTorch's VAE example (examples/vae/main.py): 784-400-20 with ReLU, sigmoid output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(784, 400)
+        self.fc21 = nn.Linear(400, 20)
+        self.fc22 = nn.Linear(400, 20)
+        self.fc3 = nn.Linear(20, 400)
+        self.fc4 = nn.Linear(400, 784)
+
+    def forward(self, x):
+        h1 = F.relu(self.fc1(x.view(-1, 784)))
+        mu, logvar = self.fc21(h1), self.fc22(h1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def reference_loss(recon_x, x, mu, logvar):
+    """The example's loss: BCE summed over pixels and batch, plus the analytic KL."""
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def hand_loop(batches_per_epoch, epochs: int, warmup: int, device: torch.device, n_images: int) -> float:
+    """Train the reference model; return images/s over the timed epochs."""
+    torch.manual_seed(0)
+    model = ReferenceVAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    start = 0.0
+    for epoch in range(warmup + epochs):
+        if epoch == warmup:
+            _sync(device)
+            start = time.perf_counter()
+        for x in batches_per_epoch():
+            x = x.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            recon, mu, logvar = model(x)
+            loss = reference_loss(recon, x, mu, logvar)
+            loss.backward()
+            optimizer.step()
+    _sync(device)
+    return n_images * epochs / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# --------------------------------------------------------------------------- vaelab
+class EpochTimer(Callback):
+    """Wall time from the start of the first timed epoch to the end of training (validation included)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.end = warmup, None, None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.warmup:
+            _sync(pl_module.device)
+            self.start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        _sync(pl_module.device)
+        self.end = time.perf_counter()
+
+
+def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from vaelab.training import build
+
+    GlobalHydra.instance().clear()
+    out = tempfile.mkdtemp(prefix="vaelab-bench-")
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        cfg = compose(
+            config_name="train",
+            overrides=[
+                f"data={args.dataset}",
+                f"data.data_dir={data_dir}",
+                "data.download=false",
+                f"data.batch_size={args.batch_size}",
+                "model=vae",
+                "model.latent_dim=20",
+                f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
+                f"trainer.max_epochs={args.warmup + args.epochs}",
+                "test=false",
+                *overrides,
+            ],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = out
+    torch.manual_seed(0)
+    datamodule, model, trainer = build(cfg)
+    timer = EpochTimer(args.warmup)
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=datamodule)
+    n_train = len(datamodule.splits["train"][0])
+    return n_train * args.epochs / (timer.end - timer.start)
+
+
+# --------------------------------------------------------------------------- main
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw or FashionMNIST/raw (real data)")
+    parser.add_argument("--dataset", choices=sorted(FOLDERS), default="mnist")
+    parser.add_argument(
+        "--variants", default="a,b,c,d", help="comma-separated, from: a,b,c,d,c_compile,c_bf16,conv,conv_cl"
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs before")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants; the best is reported")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    folder, dm_cls = FOLDERS[args.dataset]
+    if args.data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix="vaelab-bench-data-"))
+        write_random_mnist_layout(data_dir, folder, 60_000, 10_000)
+        source = f"synthetic uint8 noise of MNIST's size in {data_dir}"
+    else:
+        data_dir = args.data_dir
+        source = f"{data_dir / folder / 'raw'}"
+
+    # The training split every variant uses: vaelab's own (same seed, same indices).
+    dm = dm_cls(data_dir=data_dir, batch_size=args.batch_size, download=False, cache=False)
+    dm.setup()
+    train_images = dm.splits["train"][0]
+    n = len(train_images)
+    train_idx = dm.split_indices["train"]
+
+    print(f"vaelab benchmark: {args.device} ({_device_name(device)}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, python {platform.python_version()}")
+    print(f"data: {source}; {n} training images/epoch, batch {args.batch_size}, "
+          f"{args.warmup} warm-up + {args.epochs} timed epochs per variant\n")
+
+    def loader_a():
+        from torchvision import datasets, transforms
+
+        ds = dm_cls.dataset_cls(str(data_dir), train=True, transform=transforms.ToTensor(), download=False)
+        assert isinstance(ds, datasets.MNIST)
+        extra = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+        loader = DataLoader(Subset(ds, train_idx.tolist()), batch_size=args.batch_size, shuffle=True, **extra)
+        return lambda: (x for x, _ in loader)
+
+    def loader_b():
+        resident = train_images.to(device)
+
+        def epoch():
+            perm = torch.randperm(n, device=device)
+            for i in range(0, n, args.batch_size):
+                yield resident[perm[i : i + args.batch_size]].float().div_(255)
+
+        return epoch
+
+    variants = {
+        "a": lambda: hand_loop(loader_a(), args.epochs, args.warmup, device, n),
+        "b": lambda: hand_loop(loader_b(), args.epochs, args.warmup, device, n),
+        "c": lambda: vaelab_run(args, data_dir, ["callbacks=minimal"]),
+        "d": lambda: vaelab_run(args, data_dir, []),
+        "c_compile": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "model.compile=true"]),
+        "c_bf16": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "trainer.precision=bf16-mixed"]),
+        "conv": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "model/net=conv"]),
+        "conv_cl": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "model/net=conv",
+                                                       "model.channels_last=true"]),
+    }
+    names = args.variants.split(",")
+    for name in names:
+        if name not in variants:
+            parser.error(f"unknown variant {name!r}; choose from {', '.join(variants)}")
+    # Variants take turns, --repeats times, so a slow spell of a shared machine does not land on one of them;
+    # each variant's figure is its best round (the least disturbed), the spread is shown beside it.
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(args.repeats):
+        for name in names:
+            runs[name].append(variants[name]())
+            print(f"  round {round_ + 1}: {name:<10} {runs[name][-1]:>10,.0f} images/s   "
+                  f"peak RSS so far {peak_rss_mb():,.0f} MB", flush=True)
+    results = {name: max(values) for name, values in runs.items()}
+    print("\nbest of each (images/s) and all rounds:")
+    for name, values in runs.items():
+        print(f"  {name:<10} {results[name]:>10,.0f}   [{', '.join(f'{v:,.0f}' for v in values)}]")
+
+    print()
+    ratios = []
+    for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("conv_cl", "conv")):
+        if top in results and bottom in results:
+            ratios.append(f"{top}/{bottom}={results[top] / results[bottom]:.2f}")
+            print(f"  {top}/{bottom}: {results[top] / results[bottom]:.2f}")
+    figures = " ".join(f"{k}={v:,.0f}" for k, v in results.items())
+    print(f"\nSUMMARY {args.device}: {figures} images/s; {' '.join(ratios)}; peak RSS {peak_rss_mb():,.0f} MB")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()

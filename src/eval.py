@@ -1,0 +1,20 @@
+"""Evaluate a checkpoint on held-out data: ``python src/eval.py ckpt_path=… [data=…]`` (see conf/eval.yaml)."""
+
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+os.environ.setdefault("VAELAB_ROOT", str(Path(__file__).resolve().parents[1]))
+
+from vaelab.evaluating import run_evaluation  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float | None:
+    return run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

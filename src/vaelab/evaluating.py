@@ -1,0 +1,114 @@
+"""The evaluation task behind ``src/eval.py``: a checkpoint in, a table and ``metrics.json`` out."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vaelab.errors import ConfigError
+from vaelab.evaluation import evaluate
+from vaelab.models import AutoencoderModule
+from vaelab.training import write_json
+
+log = logging.getLogger(__name__)
+
+# Decode at most about this many output values at once in the importance-weighted bound (~64 MB in float32).
+IW_BUDGET = 2**24
+
+UNITS = {
+    "neg_elbo": "nats/image  (−ELBO = recon + KL)",
+    "recon": "nats/image  (−log p(x|z), one z per image)",
+    "kl": "nats/image  (KL(q(z|x) ‖ N(0, I)))",
+    "bits_per_dim": "bits/dim    (−ELBO)",
+    "neg_iw_bound": "nats/image  (−L_K, Burda et al. 2016: ≥ −log p(x))",
+    "iw_bits_per_dim": "bits/dim    (−L_K)",
+    "iw_k": "importance samples K",
+    "active_units": "latent units with Cov_x(E_q[z]) > 0.01",
+    "mse": "per-pixel mean squared error of the reconstruction",
+    "num_images": "images",
+}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
+    """The model (its class, hyperparameters and weights from the checkpoint) and the data set: ``cfg.data`` if
+    given, else the one the checkpoint was trained on."""
+    path = Path(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    if path is None or not path.is_file():
+        raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
+                          "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt")
+    device = _device(cfg.device)
+    model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if cfg.get("data"):
+        datamodule = instantiate(cfg.data)
+    elif "vaelab_data" in checkpoint:
+        datamodule = instantiate(checkpoint["vaelab_data"])
+    else:
+        raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
+    if tuple(datamodule.image_shape) != tuple(model.image_shape):
+        raise ConfigError(
+            f"data has images of shape {tuple(datamodule.image_shape)} but the model was trained on "
+            f"{tuple(model.image_shape)}: choose matching data with data=<name>"
+        )
+    return model, datamodule, checkpoint
+
+
+def format_table(metrics: dict[str, Any], title: str) -> str:
+    lines = [title, "-" * len(title)]
+    for key, unit in UNITS.items():
+        value = metrics.get(key)
+        if value is None:
+            continue
+        shown = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
+        lines.append(f"{key:<16}{shown}  {unit}")
+    return "\n".join(lines)
+
+
+def run_evaluation(cfg: DictConfig) -> float | None:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; print a table; write ``metrics.json``; return the −ELBO."""
+    record: dict[str, Any] = {"status": "running", "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
+    output_dir = Path(cfg.paths.output_dir)
+    start = time.perf_counter()
+    try:
+        if cfg.split not in ("train", "val", "test"):
+            raise ConfigError(f"split = {cfg.split!r} is invalid: it must be one of train, val, test")
+        model, datamodule, checkpoint = load(cfg)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
+                  "test": datamodule.test_dataloader}[cfg.split]()
+        batches = ((datamodule.to_float(x), y) for x, y in loader)
+        per_sample = datamodule.eval_batch_size * math.prod(model.image_shape)
+        chunk = cfg.get("iw_chunk_size") or max(1, IW_BUDGET // per_sample)
+        metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
+        record.update(
+            data=type(datamodule).__name__,
+            global_step=checkpoint.get("global_step"),
+            epoch=checkpoint.get("epoch"),
+            **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
+            status="completed",
+        )
+        print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(output_dir / "metrics.json", record)
+    return metrics["neg_elbo"]

@@ -1,0 +1,25 @@
+"""Process-wide settings that make training cheaper without changing what it computes."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+
+def skip_failing_nvml_probe() -> bool:
+    """Stop PyTorch from retrying to load NVML at every optimizer step on a machine that has none.
+
+    Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that checking for CUDA does not initialise it). Adam's
+    ``step`` asks ``torch.accelerator.is_available()`` each time, and with that setting a CUDA build of PyTorch
+    tries to ``dlopen`` NVML on every call when the machine has no NVIDIA driver: about 0.16 ms per step, measured
+    on a 2-core CPU machine. Where NVML cannot be loaded PyTorch falls back to the CUDA runtime's device count
+    anyway, so switching the NVML check off there changes no answer, only the cost. Returns True if it did.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return False
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
+        return True
+    return False

@@ -1,0 +1,126 @@
+"""β schedules (vaelab.models.schedules): known values, periodicity, purity, checks, use in the loss."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from vaelab.models import AutoencoderModule
+from vaelab.models.schedules import CapacityControl, ConstantBeta, CyclicalBeta, LinearWarmup
+
+
+def test_constant_beta():
+    s = ConstantBeta(beta=4.0)
+    assert [s(k) for k in (0, 1, 10, 10**7)] == [4.0] * 4
+    assert s.capacity(0) == s.capacity(10**7) == 0.0
+    assert not s.uses_capacity
+    assert ConstantBeta()(5) == 1.0
+
+
+def test_linear_warmup_known_values():
+    s = LinearWarmup(beta=2.0, warmup_steps=10)
+    assert [s(k) for k in (-3, 0, 1, 5, 10, 11, 1000)] == pytest.approx([0.0, 0.0, 0.2, 1.0, 2.0, 2.0, 2.0])
+    offset = LinearWarmup(beta=1.5, warmup_steps=4, start=0.5)
+    assert [offset(k) for k in (0, 1, 2, 4, 8)] == pytest.approx([0.5, 0.75, 1.0, 1.5, 1.5])
+    assert s.capacity(5) == 0.0 and not s.uses_capacity
+
+
+def test_cyclical_known_values_and_period():
+    s = CyclicalBeta(beta=1.0, cycle_steps=10, ramp_fraction=0.5)
+    expected = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert [s(k) for k in range(10)] == pytest.approx(expected)
+    for k in range(40):
+        assert s(k) == s(k + 10) == s(k + 30)
+    full_ramp = CyclicalBeta(beta=3.0, cycle_steps=8, ramp_fraction=1.0)
+    assert [full_ramp(k) for k in (0, 2, 4, 7, 8, 12)] == pytest.approx([0.0, 0.75, 1.5, 2.625, 0.0, 1.5])
+
+
+def test_capacity_rises_linearly_then_clamps():
+    s = CapacityControl(beta=1000.0, c_max=25.0, capacity_steps=100)
+    assert s.uses_capacity
+    assert [s(k) for k in (0, 50, 10**6)] == [1000.0] * 3  # γ is constant
+    for k in range(0, 101, 7):
+        assert s.capacity(k) == pytest.approx(0.25 * k)
+    assert [s.capacity(k) for k in (100, 101, 5000)] == [25.0] * 3
+    assert s.capacity(-5) == 0.0
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ConstantBeta(beta=2.0),
+        LinearWarmup(beta=2.0, warmup_steps=17),
+        CyclicalBeta(beta=2.0, cycle_steps=13, ramp_fraction=0.3),
+        CapacityControl(beta=2.0, c_max=5.0, capacity_steps=23),
+    ],
+    ids=lambda s: type(s).__name__,
+)
+def test_schedules_are_pure_functions_of_the_step(schedule):
+    steps = list(range(60))
+    forward = [(schedule(k), schedule.capacity(k)) for k in steps]
+    backward = [(schedule(k), schedule.capacity(k)) for k in reversed(steps)][::-1]
+    shuffled = torch.randperm(60, generator=torch.Generator().manual_seed(0)).tolist()
+    by_shuffle = dict((k, (schedule(k), schedule.capacity(k))) for k in shuffled)
+    assert forward == backward == [by_shuffle[k] for k in steps]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ConstantBeta(beta=-0.1),
+        lambda: LinearWarmup(warmup_steps=0),
+        lambda: LinearWarmup(warmup_steps=-5),
+        lambda: LinearWarmup(beta=-1.0, warmup_steps=5),
+        lambda: CyclicalBeta(cycle_steps=0),
+        lambda: CyclicalBeta(ramp_fraction=0.0),
+        lambda: CyclicalBeta(ramp_fraction=1.5),
+        lambda: CapacityControl(c_max=-1.0),
+        lambda: CapacityControl(capacity_steps=0),
+    ],
+)
+def test_invalid_arguments_raise(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+# ----------------------------------------------------------------------------------------- through the model
+
+
+def _model(schedule: dict, beta: float) -> AutoencoderModule:
+    torch.manual_seed(0)
+    return AutoencoderModule(image_shape=[1, 8, 8], latent_dim=3, beta=beta, beta_schedule=schedule)
+
+
+def _at_step(model: AutoencoderModule, step: int) -> None:
+    """Fake the trainer's global step (the model reads ``trainer.global_step`` when a trainer is attached)."""
+    model._trainer = types.SimpleNamespace(global_step=step)
+
+
+X = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+def test_capacity_control_loss():
+    model = _model(
+        {"_target_": "vaelab.models.schedules.CapacityControl", "c_max": 5.0, "capacity_steps": 10}, 2.0
+    )
+    out = model(X)  # no trainer: step 0, C = 0
+    assert (out.beta, out.capacity) == (2.0, 0.0)
+    torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (out.kl.mean() - 0.0).abs())
+
+    for step, capacity in [(4, 2.0), (10, 5.0), (50, 5.0)]:
+        _at_step(model, step)
+        out = model(X)
+        assert (out.beta, out.capacity) == (2.0, capacity)
+        assert out.kl.mean() < capacity  # so the absolute value matters
+        torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (capacity - out.kl.mean()))
+
+
+def test_warmup_weight_used_in_the_loss():
+    model = _model({"_target_": "vaelab.models.schedules.LinearWarmup", "warmup_steps": 10}, 4.0)
+    for step, beta in [(0, 0.0), (5, 2.0), (10, 4.0), (30, 4.0)]:
+        _at_step(model, step)
+        out = model(X)
+        assert out.beta == beta and out.capacity == 0.0
+        torch.testing.assert_close(out.loss, out.recon.mean() + beta * out.kl.mean())
