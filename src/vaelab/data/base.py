@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 LOADERS = ("tensor", "dataloader")
 BINARIZE = ("none", "dynamic", "static")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # bump when a data set's decoding or fixed split changes
 
 
 class ImageDataModule(LightningDataModule):

@@ -1,0 +1,62 @@
+"""src/eval.py end to end: a finished training run's checkpoint evaluates to that run's test numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import CONF, compose_train
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from vaelab.errors import ConfigError
+from vaelab.evaluating import run_evaluation
+from vaelab.training import train
+
+
+def compose_eval(tmp_path, overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="eval", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+        cfg.paths.data_dir = str(tmp_path / "data")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trained")
+    train(compose_train(tmp, ["logger=none", "callbacks=minimal", "trainer.max_epochs=2"]))
+    return tmp, json.loads((tmp / "run" / "metrics.json").read_text())
+
+
+def test_eval_reproduces_the_runs_test_elbo_and_writes_metrics(trained, tmp_path):
+    run_tmp, record = trained
+    cfg = compose_eval(run_tmp, [f"ckpt_path={record['test_ckpt']}", "iw_k=50"])
+    neg_elbo = run_evaluation(cfg)
+    result = json.loads((run_tmp / "eval" / "metrics.json").read_text())
+    assert result["status"] == "completed" and result["data"] == "DigitsDataModule"
+    test = result["test"]
+    assert test["test/num_images"] == 360
+    assert neg_elbo == test["test/neg_elbo"]
+    # the same images, the same weights: only the single-sample Monte-Carlo draw of z differs
+    assert neg_elbo == pytest.approx(-record["test"]["test/elbo"], rel=0.02)
+    assert test["test/kl"] == pytest.approx(record["test"]["test/kl"], rel=1e-4)  # analytic: no sampling
+    assert test["test/neg_iw_bound"] < test["test/neg_elbo"]  # L_50 is the tighter bound
+    assert test["test/bits_per_dim"] == pytest.approx(neg_elbo / (64 * 0.6931471805599453))
+    assert test["test/active_units"] == record["test"]["test/active_units"]
+
+
+def test_eval_refuses_data_of_another_shape(trained, tmp_path):
+    run_tmp, record = trained
+    cfg = compose_eval(tmp_path, [f"ckpt_path={record['test_ckpt']}", "data=fashion_mnist"])
+    with pytest.raises(ConfigError, match=r"\(1, 28, 28\).*\(1, 8, 8\)"):
+        run_evaluation(cfg)
+
+
+def test_eval_needs_an_existing_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="ckpt_path"):
+        run_evaluation(compose_eval(tmp_path, ["ckpt_path=/no/such/file.ckpt"]))
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["status"] == "failed"
