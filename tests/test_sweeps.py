@@ -1,0 +1,88 @@
+"""Sweeps through Hydra's own launchers and sweepers, the sweep summary, and the paper-replica experiments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT, compose_train
+from hydra.utils import instantiate
+
+from vaelab.data.idx import write_random_mnist_layout
+from vaelab.training import train
+
+ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
+QUICK = ["trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1", "+trainer.enable_progress_bar=false", "callbacks=minimal", "logger=csv"]
+
+
+def run_train(args: list[str], tmp_path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "src/train.py", *args, *QUICK, f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def job_dirs(sweep):
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name))
+
+
+def test_optuna_search_runs_two_trials_on_digits(tmp_path):
+    sweep = tmp_path / "optuna"
+    run_train(["hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    jobs = job_dirs(sweep)
+    assert len(jobs) == 2
+    values = [json.loads((j / "metrics.json").read_text())["val"]["val/elbo"] for j in jobs]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(values))  # direction: maximise val/elbo = minimise −ELBO
+    assert set(results["best_params"]) == {"model.optimizer.lr", "model.latent_dim", "data.batch_size"}
+
+
+def test_joblib_launcher_sweep_is_summarised(tmp_path):
+    sweep = tmp_path / "joblib"
+    run_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=beta_vae", "model.beta=1,4",
+               f"hydra.sweep.dir={sweep}"], tmp_path)
+    jobs = job_dirs(sweep)
+    assert [json.loads((j / "metrics.json").read_text())["status"] for j in jobs] == ["completed", "completed"]
+    result = subprocess.run([sys.executable, "scripts/summarize_sweep.py", str(sweep)], cwd=ROOT, env=ENV,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["model.beta"] for r in rows] == ["1", "4"]
+    for row, job in zip(rows, jobs, strict=True):
+        record = json.loads((job / "metrics.json").read_text())
+        assert float(row["test_neg_elbo"]) == pytest.approx(-record["test"]["test/elbo"])
+    assert (sweep / "rate_distortion.png").stat().st_size > 1000
+
+
+def test_reference_experiment_is_the_pytorch_example_model(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmark import ReferenceVAE
+
+    cfg = compose_train(tmp_path, ["experiment=mnist_vae_reference"], fast=False)
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.data.val_fraction, cfg.seed) == (128, 10, 0.0, 1)
+    assert (cfg.model.optimizer.lr, cfg.model.likelihood, cfg.data.binarize) == (1e-3, "bernoulli", "none")
+    model = instantiate(cfg.model, image_shape=[1, 28, 28], _recursive_=False)
+    ours = sorted(p.numel() for p in model.parameters())
+    reference = sorted(p.numel() for p in ReferenceVAE().parameters())
+    # fc21 and fc22 (400→20 each) are one 400→40 layer here: same maps, same count of weights
+    assert sum(ours) == sum(reference) == 652_824
+    assert ours == sorted([784 * 400, 400, 400 * 40, 40, 20 * 400, 400, 400 * 784, 784])
+
+
+@pytest.mark.parametrize("experiment", ["mnist_vae_reference", "mnist_conv_vae"])
+def test_mnist_experiments_train_without_a_validation_split(tmp_path, experiment):
+    write_random_mnist_layout(tmp_path / "data", "MNIST", n_train=300, n_test=100)
+    cfg = compose_train(tmp_path, [f"experiment={experiment}", "trainer.max_epochs=1", "logger=none",
+                                   "+trainer.enable_progress_bar=false"], fast=False)
+    assert train(cfg) is None  # no validation split: nothing for a sweeper to optimise
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed" and record["val"] == {}
+    assert record["test"]["test/loss"] > 0 and record["global_step"] == 3
