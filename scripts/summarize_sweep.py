@@ -169,7 +169,7 @@ def job_row(job: Job, keys: list[str]) -> dict[str, Any]:
         val_kl=job.metric("val", "kl"),
         test_recon=job.metric("test", "recon"),
         test_kl=job.metric("test", "kl"),
-        active_units=active,
+        active_units=int(active) if isinstance(active, float) and active.is_integer() else active,
         status=job.status,
     )
     return row
@@ -275,12 +275,18 @@ def write_plot(path: Path, sweep_dir: Path, jobs: list[Job], keys: list[str]) ->
         xs = [x for _, x, _ in points]
         middle = (min(xs) + max(xs)) / 2
         ax.scatter(xs, [y for _, _, y in points], s=40, zorder=3)
+        ys = [y for _, _, y in points]
+        span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        placed: list[tuple[float, float]] = []
         for job, x, y in points:  # labels point inwards so they stay inside the axes
             right = x > middle
+            # points within 3 % of the axes of an earlier one get their label stacked above it, not on top of it
+            crowd = sum(abs(x - px) < 0.03 * span_x and abs(y - py) < 0.03 * span_y for px, py in placed)
+            placed.append((x, y))
             ax.annotate(
                 point_label(job, shown),
                 (x, y),
-                xytext=(-6 if right else 6, 6),
+                xytext=(-6 if right else 6, 6 + 12 * crowd),
                 textcoords="offset points",
                 ha="right" if right else "left",
                 fontsize=9,

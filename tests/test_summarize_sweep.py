@@ -160,9 +160,9 @@ def test_neg_elbo_and_metric_columns_match_metrics_json(sweep: Path, script: Mod
         assert float(row["val_kl"]) == record["val"]["val/kl"]
         assert float(row["test_recon"]) == record["test"]["test/recon"]
         assert float(row["test_kl"]) == record["test"]["test/kl"]
-    assert [rows[j]["active_units"] for j in ("0", "1", "2")] == ["", "", "3.0"]
+    assert [rows[j]["active_units"] for j in ("0", "1", "2")] == ["", "", "3"]  # a count: written as an integer
     ae = rows["10"]  # an autoencoder: recon but no kl/elbo; active units from val when test has none
-    assert (ae["val_recon"], ae["test_recon"], ae["active_units"]) == ("21.0", "21.5", "7.0")
+    assert (ae["val_recon"], ae["test_recon"], ae["active_units"]) == ("21.0", "21.5", "7")
     assert ae["val_kl"] == ae["test_kl"] == ae["val_neg_elbo"] == ae["test_neg_elbo"] == ""
     failed = rows["3"]
     assert all(failed[c] == "" for c in script.METRIC_COLUMNS)

@@ -144,3 +144,18 @@ def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
         assert record["status"] == "completed"
         assert record["overrides"] == [f"model={model}"] or f"model={model}" in record["overrides"]
         assert "val/loss" in record["val"] and "test/loss" in record["test"]
+
+
+def test_lightning_ddp_on_two_cpu_processes_shards_the_data(tmp_path, python):
+    run = tmp_path / "ddp"
+    result = subprocess.run(
+        [python, "src/train.py", "trainer=ddp_cpu", "trainer.max_epochs=1", "logger=none", "callbacks=minimal",
+         "+trainer.enable_progress_bar=false", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_metrics(run)
+    assert record["status"] == "completed"
+    # 1,293 training images, 647 per process, batches of 32: 21 steps for the epoch (41 on one process)
+    assert record["global_step"] == 21
+    assert record["test"]["test/loss"] > 0

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from vaelab.callbacks.base import DashboardCallback
+from vaelab.models.objectives import kl_per_dimension
 
 
 def upscale(images: torch.Tensor, min_side: int) -> torch.Tensor:
@@ -52,8 +53,10 @@ class PriorSamples(DashboardCallback):
 
 
 class LatentTraversal(DashboardCallback):
-    """``<split>/traversal``: one row per latent dimension (the first ``max_dims``), walking it from −``span`` to
-    +``span`` around the posterior mean of the first image while the other dimensions stay put."""
+    """``<split>/traversal``: one row per latent dimension, walking it from −``span`` to +``span`` around the
+    posterior mean of the first image while the other dimensions stay put. For a VAE the rows are the
+    ``max_dims`` dimensions with the most KL on the fixed images, most first (the ones the decoder uses);
+    for an AE the first ``max_dims``."""
 
     def __init__(self, max_dims: int = 10, steps: int = 9, span: float = 3.0, min_side: int = 56,
                  **kwargs: Any) -> None:
@@ -62,9 +65,13 @@ class LatentTraversal(DashboardCallback):
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
         dims = min(self.max_dims, out.mu.shape[1])
+        if out.logvar is None:
+            order = torch.arange(dims)
+        else:
+            order = kl_per_dimension(out.mu, out.logvar).mean(0).argsort(descending=True)[:dims]
         values = torch.linspace(-self.span, self.span, self.steps, device=out.mu.device)
         z = out.mu[:1].repeat(dims * self.steps, 1)
-        for d in range(dims):
-            z[d * self.steps : (d + 1) * self.steps, d] += values
+        for row, d in enumerate(order.tolist()):
+            z[row * self.steps : (row + 1) * self.steps, d] += values
         images = module.likelihood.mean(module.decode(z))
         writer.add_image(f"{tag_prefix}/traversal", image_grid(images, self.steps, self.min_side), step)

@@ -198,7 +198,9 @@ class AutoencoderModule(LightningModule):
                 mu_mean, mu2_mean = (sums[4:] / count).chunk(2)
                 variance = mu2_mean - mu_mean.pow(2)
                 metrics["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, prog_bar=False, sync_dist=False)
+        # The sums are already reduced over processes, so every rank logs the same exact means; sync_dist only
+        # tells Lightning so (an all-reduce of equal values, once per epoch).
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
 
     def on_train_epoch_start(self) -> None:
         self._sums.pop("train", None)
