@@ -45,6 +45,7 @@ os.environ.setdefault("VAELAB_ROOT", str(ROOT))
 
 from vaelab.data import FashionMNISTDataModule, MNISTDataModule  # noqa: E402
 from vaelab.data.idx import write_random_mnist_layout  # noqa: E402
+from vaelab.runtime import skip_failing_nvml_probe  # noqa: E402
 
 FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST", FashionMNISTDataModule)}
 
@@ -173,6 +174,10 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    # Importing vaelab imports Lightning, which makes every Adam step of a CUDA build of PyTorch on a machine
+    # without NVML retry loading it; vaelab's training switches that off (vaelab.runtime). Do it before any
+    # variant, so that the hand-written loops run as they would in a script that never imported Lightning.
+    skip_failing_nvml_probe()
 
     folder, dm_cls = FOLDERS[args.dataset]
     if args.data_dir is None:

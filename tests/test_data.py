@@ -393,3 +393,16 @@ def test_dynamic_binarization(digits_dir):
 def test_invalid_constructor_values(tmp_path, kwargs):
     with pytest.raises(ValueError):
         DigitsDataModule(data_dir=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(10, 3), (7, 2), (2, 5)])
+def test_unpadded_shards_see_every_image_exactly_once(n, world_size):
+    """Evaluation shards (pad_shards=False): no image counted twice in a val/test mean, lengths as promised."""
+    images, labels = torch.arange(n), torch.arange(n)
+    seen = []
+    for rank in range(world_size):
+        loader = TensorBatchLoader(images, labels, 3, rank=rank, world_size=world_size, pad_shards=False)
+        shard = [int(i) for batch, _ in loader for i in batch]
+        assert len(shard) == loader.num_samples and len(list(loader)) == len(loader)
+        seen += shard
+    assert sorted(seen) == list(range(n))

@@ -28,7 +28,9 @@ def compose_eval(tmp_path, overrides):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
-    train(compose_train(tmp, ["logger=none", "callbacks=minimal", "trainer.max_epochs=2"]))
+    # eval batches of 100: the 360 test images come as 100, 100, 100, 60 (a ragged last batch), in training and eval
+    train(compose_train(tmp, ["logger=none", "callbacks=minimal", "trainer.max_epochs=2", "data.eval_batch_size=100",
+                              "trainer.limit_test_batches=1.0"]))
     return tmp, json.loads((tmp / "run" / "metrics.json").read_text())
 
 

@@ -29,7 +29,9 @@ def test_each_model_trains_and_records_metrics(tmp_path, model):
     record = read_metrics(tmp_path / "run")
     assert record["status"] == "completed"
     assert record["global_step"] == 3
-    assert value == pytest.approx(record["val"]["val/loss"])
+    monitor = "val/loss" if model == "ae" else "val/elbo"  # comparable across epochs whatever β is
+    assert record["best"]["monitor"] == monitor
+    assert value == record["best"]["score"] == pytest.approx(record["val"][monitor])  # one epoch: best = last
     assert record["test"]["test/loss"] > 0
     assert Path(record["test_ckpt"]).is_file()
     if model == "ae":
@@ -95,7 +97,9 @@ def test_invalid_values_stop_before_anything_runs(tmp_path, override, key):
     cfg = compose_train(tmp_path, [override])
     with pytest.raises(ConfigError, match=key):
         train(cfg)
-    assert not (tmp_path / "run").exists()
+    record = read_metrics(tmp_path / "run")  # nothing was built, but the failure is on record for sweeps
+    assert record["status"] == "failed" and key in record["error"]
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_unknown_likelihood_message_lists_allowed_values(tmp_path):

@@ -67,6 +67,19 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
     return model, datamodule, checkpoint
 
 
+def likelihood_notes(model: AutoencoderModule, datamodule: Any) -> list[str]:
+    """Say when the numbers are not log-likelihoods comparable with published ones."""
+    binarize = datamodule.hparams.get("binarize", "none")
+    if model.likelihood.name == "bernoulli" and binarize == "none":
+        return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
+                "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
+                "log-likelihoods (those use data.binarize=dynamic or static)."]
+    if model.likelihood.name == "gaussian":
+        return ["A Gaussian density on 8-bit pixels without dequantisation: -ELBO, -L_K and bits/dim are not "
+                "comparable with published discrete log-likelihoods (and bits/dim may be negative)."]
+    return []
+
+
 def format_table(metrics: dict[str, Any], title: str) -> str:
     lines = [title, "-" * len(title)]
     for key, unit in UNITS.items():
@@ -93,18 +106,28 @@ def run_evaluation(cfg: DictConfig) -> float | None:
         datamodule.setup("test")
         loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
                   "test": datamodule.test_dataloader}[cfg.split]()
-        batches = ((datamodule.to_float(x), y) for x, y in loader)
+        draw = None  # dynamic binarisation draws afresh while training; evaluation uses one fixed draw
+        if cfg.split == "train" and datamodule.hparams.binarize == "dynamic":
+            draw = torch.Generator().manual_seed(datamodule.hparams.binarize_seed)
+        batches = (
+            (datamodule.to_float(x) if draw is None else torch.bernoulli(datamodule.to_float(x), generator=draw), y)
+            for x, y in loader
+        )
+        notes = likelihood_notes(model, datamodule)
         per_sample = datamodule.eval_batch_size * math.prod(model.image_shape)
         chunk = cfg.get("iw_chunk_size") or max(1, IW_BUDGET // per_sample)
         metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
         record.update(
             data=type(datamodule).__name__,
             global_step=checkpoint.get("global_step"),
+            notes=notes,
             epoch=checkpoint.get("epoch"),
             **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
             status="completed",
         )
         print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
+        for note in notes:
+            print(f"Note: {note}")
     except BaseException as err:
         record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise

@@ -72,8 +72,8 @@ def importance_weighted_bound(
     The result does not depend on the chunking except through which ε each sample gets.
 
     log q(z | x) is evaluated through ε, as log N(ε; 0, I) − Σ_j log σ_j: the same diagonal-normal density
-    as :func:`~vaelab.models.objectives.diagonal_normal_log_prob`, without the round-off of (z − μ)/σ when σ
-    is tiny. log p(x | z) = −``likelihood.nll``, log p(z) = log N(z; 0, I).
+    as log N(z; μ, diag σ²) written in z, without the round-off of (z − μ)/σ when σ is tiny.
+    log p(x | z) = −``likelihood.nll``, log p(z) = log N(z; 0, I).
 
     Runs without gradients and in eval mode (an ``nn.Module``'s previous mode is restored).
 

@@ -80,9 +80,6 @@ def _test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamod
 
 def train(cfg: DictConfig) -> float | None:
     """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
-    validate_config(cfg)
-    if cfg.get("seed") is not None:  # 0 is a seed too
-        L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     record: dict[str, Any] = {
         "status": "running",
@@ -92,6 +89,9 @@ def train(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     trainer = None
     try:
+        validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
+        if cfg.get("seed") is not None:  # 0 is a seed too
+            L.seed_everything(cfg.seed, workers=True)
         datamodule, model, trainer = build(cfg)
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fitted = dict(trainer.callback_metrics)
@@ -101,9 +101,12 @@ def train(cfg: DictConfig) -> float | None:
             epochs=trainer.current_epoch,
             global_step=trainer.global_step,
         )
-        if trainer.checkpoint_callback is not None:
-            record["best_ckpt"] = trainer.checkpoint_callback.best_model_path
-            record["last_ckpt"] = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        checkpoint = trainer.checkpoint_callback
+        if checkpoint is not None:
+            score = checkpoint.best_model_score
+            record["best"] = {"monitor": checkpoint.monitor, "score": None if score is None else float(score)}
+            record["best_ckpt"] = checkpoint.best_model_path
+            record["last_ckpt"] = getattr(checkpoint, "last_model_path", "")
         if cfg.get("test"):
             record.update(_test(cfg, trainer, model, datamodule))
             record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
@@ -119,10 +122,17 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
-    """The value of ``cfg.optimized_metric`` (e.g. ``val/loss``) for Hydra sweepers; None when unset."""
+    """The value of ``cfg.optimized_metric`` (e.g. ``val/elbo``) for Hydra sweepers; None when unset.
+
+    When checkpoints are chosen on that metric, it is the best checkpoint's score (the weights that were tested);
+    otherwise the value of the last epoch.
+    """
     name = cfg.get("optimized_metric")
     if not name:
         return None
+    best = record.get("best") or {}
+    if best.get("monitor") == name and best.get("score") is not None:
+        return best["score"]
     stage = name.split("/", 1)[0]
     values = record.get(stage, {})
     if name not in values:

@@ -44,6 +44,7 @@ class DashboardCallback(Callback):
             raise ValueError("num_images and every_n_epochs must be >= 1")
         self.num_images, self.every_n_epochs, self.split, self.seed = num_images, every_n_epochs, split, seed
         self._warned = False
+        self.class_names: tuple[str, ...] | None = None  # the data's, read before each drawing
 
     def draw(
         self, writer: Any, tag_prefix: str, step: int, module: LightningModule, x: torch.Tensor, y: torch.Tensor,
@@ -54,7 +55,7 @@ class DashboardCallback(Callback):
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        last_epoch = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last_epoch:
             return
         writer = tensorboard_writer(trainer)
@@ -64,6 +65,7 @@ class DashboardCallback(Callback):
                             type(self).__name__)
                 self._warned = True
             return
+        self.class_names = getattr(trainer.datamodule, "class_names", None)
         x, y = trainer.datamodule.fixed_batch(self.split, self.num_images)
         x, y = x.to(pl_module.device), y.to(pl_module.device)
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []

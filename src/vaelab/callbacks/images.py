@@ -47,8 +47,7 @@ class PriorSamples(DashboardCallback):
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
         if out.logvar is None:  # a deterministic autoencoder has no prior to sample from
             return
-        z = torch.randn(self.num_images, out.z.shape[1], device=out.z.device)
-        samples = module.likelihood.mean(module.decode(z))
+        samples = module.sample(self.num_images)  # the base class seeded the RNG: the same z every epoch
         writer.add_image(f"{tag_prefix}/samples", image_grid(samples, self.nrow, self.min_side), step)
 
 

@@ -29,8 +29,7 @@ class LatentScatter(DashboardCallback):
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
         points, axis = project_2d(out.mu.float().cpu().numpy())
         labels = y.cpu().numpy()
-        names = getattr(getattr(module, "trainer", None), "datamodule", None)
-        names = getattr(names, "class_names", None)
+        names = self.class_names
         fig = Figure(figsize=(6, 5), dpi=100)
         ax = fig.subplots()
         cmap = fig.colormaps["tab10"] if hasattr(fig, "colormaps") else None

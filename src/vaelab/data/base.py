@@ -165,6 +165,8 @@ class ImageDataModule(LightningDataModule):
         return torch.device("cpu")
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> Any:
+        if self.trainer is not None and self.trainer.overfit_batches:
+            shuffle = False  # Lightning's overfit_batches: the same first batches every epoch
         images, labels = self.splits[split]
         if len(images) == 0:
             raise ValueError(f"the {split} split of {self.name} is empty (val_fraction={self.hparams.val_fraction})")
@@ -175,10 +177,12 @@ class ImageDataModule(LightningDataModule):
                 labels,
                 batch_size,
                 shuffle=shuffle,
-                seed=torch.initial_seed() % 2**31,  # the run's seed (seed_everything), the same on every rank
+                # the run's seed (seed_everything sets it on every rank), or Lightning's default 0 without one
+                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
                 epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None,
                 rank=trainer.global_rank if trainer is not None else 0,
                 world_size=trainer.world_size if trainer is not None else 1,
+                pad_shards=shuffle,  # training shards must be even; val/test see every image exactly once
             )
         workers = self.hparams.num_workers
         return DataLoader(

@@ -23,6 +23,9 @@ class TensorBatchLoader:
         seed: base seed of the permutations.
         epoch_fn: returns the current epoch; without it the loader counts its own passes.
         rank, world_size: this process's shard.
+        pad_shards: make every shard as long as the longest by repeating indices (DistributedSampler's way, which
+            training needs: every process must take the same number of steps). Without it (for evaluation) each
+            image is seen exactly once and the shards may differ in length by one.
     """
 
     def __init__(
@@ -36,6 +39,7 @@ class TensorBatchLoader:
         epoch_fn: Callable[[], int] | None = None,
         rank: int = 0,
         world_size: int = 1,
+        pad_shards: bool = True,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -44,13 +48,15 @@ class TensorBatchLoader:
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.seed, self.epoch_fn = seed, epoch_fn
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.pad_shards = rank, world_size, pad_shards
         self._passes = 0
 
     @property
     def num_samples(self) -> int:
         """Images this rank sees per epoch (the shard size, padding included)."""
-        return -(-len(self.images) // self.world_size)
+        if self.pad_shards:
+            return -(-len(self.images) // self.world_size)
+        return len(range(self.rank, len(self.images), self.world_size))
 
     def __len__(self) -> int:
         n = self.num_samples
@@ -67,8 +73,8 @@ class TensorBatchLoader:
             order = torch.randperm(n, generator=generator)
         else:
             order = torch.arange(n)
-        total = self.num_samples * self.world_size
-        if total > n:  # pad by repeating the order, as DistributedSampler does (several times if need be)
+        total = -(-n // self.world_size) * self.world_size
+        if self.pad_shards and total > n:  # repeat the order as DistributedSampler does (several times if need be)
             order = order.repeat(-(-total // n))[:total]
         return order[self.rank :: self.world_size].to(self.images.device, non_blocking=True)
 

@@ -57,8 +57,9 @@ class AutoencoderModule(LightningModule):
         net: ``{"encoder": <_target_ config>, "decoder": <_target_ config>}``; the model passes the shapes.
         optimizer: a ``_partial_`` optimizer config; the model passes its parameters.
         scheduler: an optional ``_partial_`` LR scheduler config; the model passes the optimizer.
-        scheduler_monitor: the metric a plateau scheduler watches.
-        compile: run the forward pass through ``torch.compile``.
+        monitor, monitor_mode: the metric that is comparable across epochs whatever β does (``val/elbo``, max, for a
+            VAE; ``val/loss``, min, for an AE): checkpointing, plateau schedulers and sweeps watch it.
+        compile: compile the encoder and decoder with ``torch.compile``.
         channels_last: keep conv activations in channels-last memory format.
     """
 
@@ -74,7 +75,8 @@ class AutoencoderModule(LightningModule):
         net: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
-        scheduler_monitor: str = "val/loss",
+        monitor: str = "val/elbo",
+        monitor_mode: str = "max",
         compile: bool = False,
         channels_last: bool = False,
     ) -> None:
@@ -99,8 +101,11 @@ class AutoencoderModule(LightningModule):
         n_out = 2 * self.latent_dim if self.variational else self.latent_dim
         self.encoder = instantiate(net["encoder"], image_shape=image_shape, out_features=n_out)
         self.decoder = instantiate(net["decoder"], image_shape=image_shape, latent_dim=self.latent_dim)
-        self._terms_fn = torch.compile(self._terms) if compile else self._terms
+        if compile:  # nn.Module.compile keeps the state_dict keys, pickles and deep-copies
+            self.encoder.compile()
+            self.decoder.compile()
         self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -131,7 +136,7 @@ class AutoencoderModule(LightningModule):
         return x_out, z, mu, logvar, recon, kl
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
-        x_out, z, mu, logvar, recon, kl = self._terms_fn(x)
+        x_out, z, mu, logvar, recon, kl = self._terms(x)
         step = self.global_step if self._trainer is not None else 0
         beta, capacity = (self.schedule(step), self.schedule.capacity(step)) if self.variational else (0.0, 0.0)
         kl_mean = kl.mean()
@@ -171,7 +176,7 @@ class AutoencoderModule(LightningModule):
         # One fused add per step instead of a self.log call per metric: logging every step costs more than an
         # MLP step on a CPU. The sums give exact per-image means at epoch end, whatever the last batch's size.
         # On val/test a VAE also sums μ and μ² per latent dimension, for the active units at epoch end.
-        terms = [out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum(), out.recon.new_tensor(n)]
+        terms = [out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum()]
         stats = torch.stack(terms).double()
         if stage != "train" and self.variational:
             mu = out.mu.detach().double()
@@ -180,13 +185,19 @@ class AutoencoderModule(LightningModule):
             self._sums[stage] += stats
         else:
             self._sums[stage] = stats
+        self._counts[stage] = self._counts.get(stage, 0) + n
 
     def _log_epoch(self, stage: str) -> None:
+        # Every rank takes part in the reduction, also one that saw no batch (an uneven val/test shard).
+        width = 3 + (2 * self.latent_dim if stage != "train" and self.variational else 0)
         sums = self._sums.pop(stage, None)
         if sums is None:
+            sums = torch.zeros(width, dtype=torch.float64, device=self.device)
+        count = torch.tensor([float(self._counts.pop(stage, 0))], dtype=torch.float64, device=sums.device)
+        sums = self.trainer.strategy.reduce(torch.cat([count, sums]), reduce_op="sum")
+        count, sums = sums[0], sums[1:]
+        if count == 0:
             return
-        sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
-        count = sums[3]
         loss, recon, kl = (sums[:3] / count).tolist()
         metrics = {"loss": loss, "recon": recon}
         if self.variational:
@@ -194,8 +205,8 @@ class AutoencoderModule(LightningModule):
             metrics.update(kl=kl, elbo=-(recon + kl), beta=self.schedule(step))
             if self.schedule.uses_capacity:
                 metrics["capacity"] = self.schedule.capacity(step)
-            if len(sums) > 4:  # Burda et al. (2016), sec. 5.2: Cov_x(E_q[z_u]) > 0.01
-                mu_mean, mu2_mean = (sums[4:] / count).chunk(2)
+            if len(sums) > 3:  # Burda et al. (2016), sec. 5.2: Cov_x(E_q[z_u]) > 0.01
+                mu_mean, mu2_mean = (sums[3:] / count).chunk(2)
                 variance = mu2_mean - mu_mean.pow(2)
                 metrics["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
         # The sums are already reduced over processes, so every rank logs the same exact means; sync_dist only
@@ -204,12 +215,15 @@ class AutoencoderModule(LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._sums.pop("train", None)
+        self._counts.pop("train", None)
 
     def on_validation_epoch_start(self) -> None:
         self._sums.pop("val", None)
+        self._counts.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
         self._sums.pop("test", None)
+        self._counts.pop("test", None)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -240,5 +254,5 @@ class AutoencoderModule(LightningModule):
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.scheduler_monitor, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }

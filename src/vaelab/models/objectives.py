@@ -23,7 +23,8 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
     σ = exp(½ log σ²), so gradients flow to both μ and log σ².
     """
-    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    eps = torch.randn_like(mu, dtype=torch.promote_types(mu.dtype, torch.float32))  # never a bf16-coarse ε
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 
     Zero exactly at μ = 0, σ = 1 and positive everywhere else.
     """
-    return -0.5 * torch.sum(1.0 + logvar - mu.pow(2) - logvar.exp(), dim=1)
+    return kl_per_dimension(mu, logvar).sum(dim=1)
 
 
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -62,11 +63,6 @@ def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, std: float) -> torch.Tenso
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I), summed over the last dimension."""
     return -0.5 * (z.pow(2) + LOG_2PI).sum(dim=-1)
-
-
-def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; μ, diag σ²), summed over the last dimension."""
-    return -0.5 * ((z - mu).pow(2) / logvar.exp() + logvar + LOG_2PI).sum(dim=-1)
 
 
 class Likelihood:

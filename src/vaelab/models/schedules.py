@@ -43,6 +43,7 @@ class LinearWarmup(ConstantBeta):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check("warmup_steps", self.warmup_steps, 0, strict=True)
+        _check("start", self.start, 0.0)
 
     def __call__(self, step: int) -> float:
         progress = min(max(step, 0) / self.warmup_steps, 1.0)
