@@ -16,7 +16,7 @@ Variants (each trains the classic 784-400-20 MLP VAE with batch 128 unless it sa
   conv_cl    conv with model.channels_last=true
 
 Every variant trains on the same 54,000 images (vaelab's train split) for --warmup epochs (not timed), then
---epochs timed epochs, in --repeats interleaved rounds (the best round counts). vaelab's variants also validate
+--epochs timed epochs, in --repeats interleaved rounds (medians are reported). vaelab's variants also validate
 on the 6,000 held-out images every epoch, and that time is counted against them. It prints images per second,
 the ratios c/a, c/b and d/c, the peak RSS, and one summary line. It asserts nothing: the figures are for a
 person to read.
@@ -28,6 +28,7 @@ import argparse
 import os
 import platform
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs before")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over all variants; the best is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds over all variants; medians are reported")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -235,24 +236,26 @@ def main() -> None:
         if name not in variants:
             parser.error(f"unknown variant {name!r}; choose from {', '.join(variants)}")
     # Variants take turns, --repeats times, so a slow spell of a shared machine does not land on one of them;
-    # each variant's figure is its best round (the least disturbed), the spread is shown beside it.
+    # each figure is a median over rounds, ratios are medians of within-round ratios, all rounds are shown.
     runs: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(args.repeats):
         for name in names:
             runs[name].append(variants[name]())
             print(f"  round {round_ + 1}: {name:<10} {runs[name][-1]:>10,.0f} images/s   "
                   f"peak RSS so far {peak_rss_mb():,.0f} MB", flush=True)
-    results = {name: max(values) for name, values in runs.items()}
-    print("\nbest of each (images/s) and all rounds:")
+    results = {name: statistics.median(values) for name, values in runs.items()}
+    print("\nmedian of each (images/s) and all rounds:")
     for name, values in runs.items():
         print(f"  {name:<10} {results[name]:>10,.0f}   [{', '.join(f'{v:,.0f}' for v in values)}]")
 
-    print()
+    print("\nratios, each the median over rounds of the ratio within a round (neighbours in time):")
     ratios = []
     for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("conv_cl", "conv")):
         if top in results and bottom in results:
-            ratios.append(f"{top}/{bottom}={results[top] / results[bottom]:.2f}")
-            print(f"  {top}/{bottom}: {results[top] / results[bottom]:.2f}")
+            per_round = [t / b for t, b in zip(runs[top], runs[bottom], strict=True)]
+            ratio = statistics.median(per_round)
+            ratios.append(f"{top}/{bottom}={ratio:.2f}")
+            print(f"  {top}/{bottom}: {ratio:.2f}   [{', '.join(f'{r:.2f}' for r in per_round)}]")
     figures = " ".join(f"{k}={v:,.0f}" for k, v in results.items())
     print(f"\nSUMMARY {args.device}: {figures} images/s; {' '.join(ratios)}; peak RSS {peak_rss_mb():,.0f} MB")
 

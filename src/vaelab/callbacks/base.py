@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -45,6 +47,31 @@ class DashboardCallback(Callback):
         self.num_images, self.every_n_epochs, self.split, self.seed = num_images, every_n_epochs, split, seed
         self._warned = False
         self.class_names: tuple[str, ...] | None = None  # the data's, read before each drawing
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+
+    def in_background(self, render: Callable[[], None]) -> None:
+        """Run ``render`` (a matplotlib drawing and its ``add_figure``) in a worker thread, so that training goes
+        on while the figure is drawn; the end of training waits for every one, so none is lost."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(self).__name__)
+        self._pending = [f for f in self._pending if not f.done()]
+        self._pending.append(self._executor.submit(render))
+
+    def wait(self) -> None:
+        """Finish every drawing in flight (re-raising a drawing's error here rather than dropping it)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.wait()  # before Lightning finalises the loggers
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self.wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     def draw(
         self, writer: Any, tag_prefix: str, step: int, module: LightningModule, x: torch.Tensor, y: torch.Tensor,

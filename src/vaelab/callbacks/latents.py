@@ -27,23 +27,25 @@ class LatentScatter(DashboardCallback):
         super().__init__(num_images=num_images, **kwargs)
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        points, axis = project_2d(out.mu.float().cpu().numpy())
-        labels = y.cpu().numpy()
-        names = self.class_names
-        fig = Figure(figsize=(6, 5), dpi=100)
+        codes, labels, names = out.mu.float().cpu().numpy(), y.cpu().numpy(), self.class_names
+        self.in_background(lambda: self.render(writer, f"{tag_prefix}/latent_space", step, codes, labels, names))
+
+    @staticmethod
+    def render(writer, tag, step, codes, labels, names) -> None:
+        points, axis = project_2d(codes)
+        # One scatter call and a fixed layout: drawing this every epoch must stay cheap next to an epoch of training.
+        fig = Figure(figsize=(6, 4.5), dpi=90)
+        fig.subplots_adjust(left=0.11, right=0.75, bottom=0.12, top=0.92)
         ax = fig.subplots()
-        cmap = fig.colormaps["tab10"] if hasattr(fig, "colormaps") else None
-        for k in np.unique(labels):
-            sel = labels == k
-            colour = cmap(int(k) % 10) if cmap is not None else None
-            label = names[int(k)] if names is not None and int(k) < len(names) else str(int(k))
-            ax.scatter(points[sel, 0], points[sel, 1], s=6, alpha=0.7, color=colour, label=label)
+        dots = ax.scatter(points[:, 0], points[:, 1], c=labels % 10, cmap="tab10", vmin=0, vmax=9, s=6, alpha=0.7)
+        handles, _ = dots.legend_elements()  # one per class present, in sorted order
+        present = np.unique(labels % 10)
+        names = [names[k] if names is not None and k < len(names) else str(k) for k in present]
+        ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
         ax.set_xlabel(f"{axis} 1")
         ax.set_ylabel(f"{axis} 2")
         ax.set_title(f"latent space, step {step}")
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, markerscale=2)
-        fig.tight_layout()
-        writer.add_figure(f"{tag_prefix}/latent_space", fig, step)
+        writer.add_figure(tag, fig, step)
 
 
 class KLPerDimension(DashboardCallback):
@@ -57,11 +59,15 @@ class KLPerDimension(DashboardCallback):
         if out.logvar is None:
             return
         kl = kl_per_dimension(out.mu, out.logvar).mean(0).float().cpu().numpy()
-        fig = Figure(figsize=(6, 3), dpi=100)
+        self.in_background(lambda: self.render(writer, f"{tag_prefix}/kl_per_dim", step, kl))
+
+    @staticmethod
+    def render(writer, tag, step, kl) -> None:
+        fig = Figure(figsize=(6, 3), dpi=90)
+        fig.subplots_adjust(left=0.11, right=0.97, bottom=0.17, top=0.88)
         ax = fig.subplots()
         ax.bar(np.arange(len(kl)), kl)
         ax.set_xlabel("latent dimension")
         ax.set_ylabel("KL (nats)")
         ax.set_title(f"KL per dimension, total {kl.sum():.2f} nats, step {step}")
-        fig.tight_layout()
-        writer.add_figure(f"{tag_prefix}/kl_per_dim", fig, step)
+        writer.add_figure(tag, fig, step)
