@@ -51,8 +51,8 @@ class DashboardCallback(Callback):
         self._pending: list[Future] = []
 
     def in_background(self, render: Callable[[], None]) -> None:
-        """Run ``render`` (a matplotlib drawing and its ``add_figure``) in a worker thread, so that training goes
-        on while the figure is drawn; the end of training waits for every one, so none is lost."""
+        """Run ``render`` (a matplotlib drawing, a PNG encoding, and the write to TensorBoard) in a worker thread, so
+        that training goes on meanwhile; the end of training waits for every one, so none is lost."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(self).__name__)
         self._pending = [f for f in self._pending if not f.done()]

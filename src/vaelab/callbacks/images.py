@@ -34,7 +34,8 @@ class ReconstructionGrid(DashboardCallback):
         for start in range(0, len(x), self.nrow):
             rows += [x[start : start + self.nrow], out.x_mean[start : start + self.nrow]]
         pairs = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, self.nrow - len(r)), value=0.5) for r in rows])
-        writer.add_image(f"{tag_prefix}/reconstructions", image_grid(pairs, self.nrow, self.min_side), step)
+        grid = image_grid(pairs, self.nrow, self.min_side)
+        self.in_background(lambda: writer.add_image(f"{tag_prefix}/reconstructions", grid, step))  # PNG encoding
 
 
 class PriorSamples(DashboardCallback):
@@ -48,7 +49,8 @@ class PriorSamples(DashboardCallback):
         if out.logvar is None:  # a deterministic autoencoder has no prior to sample from
             return
         samples = module.sample(self.num_images)  # the base class seeded the RNG: the same z every epoch
-        writer.add_image(f"{tag_prefix}/samples", image_grid(samples, self.nrow, self.min_side), step)
+        grid = image_grid(samples, self.nrow, self.min_side)
+        self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
 
 
 class LatentTraversal(DashboardCallback):
@@ -73,4 +75,5 @@ class LatentTraversal(DashboardCallback):
         for row, d in enumerate(order.tolist()):
             z[row * self.steps : (row + 1) * self.steps, d] += values
         images = module.likelihood.mean(module.decode(z))
-        writer.add_image(f"{tag_prefix}/traversal", image_grid(images, self.steps, self.min_side), step)
+        grid = image_grid(images, self.steps, self.min_side)
+        self.in_background(lambda: writer.add_image(f"{tag_prefix}/traversal", grid, step))

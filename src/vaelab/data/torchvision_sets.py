@@ -68,10 +68,6 @@ class TorchvisionMNISTDataModule(ImageDataModule):
         ds = self.dataset_cls(str(self.data_dir), train=train, download=False)
         return ds.data.unsqueeze(1), ds.targets
 
-    def torchvision_dataset(self, train: bool, transform=None) -> datasets.MNIST:
-        """The plain torchvision dataset (PIL images through ``transform``), for reference loops."""
-        return self.dataset_cls(str(self.data_dir), train=train, transform=transform, download=False)
-
 
 class MNISTDataModule(TorchvisionMNISTDataModule):
     """MNIST handwritten digits (LeCun et al. 1998): 60,000 train and 10,000 test images."""
