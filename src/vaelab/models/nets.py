@@ -65,6 +65,13 @@ def _conv_depth(height: int, width: int, channels: Sequence[int]) -> int:
     return depth
 
 
+def _conv_geometry(image_shape: ImageShape, channels: Sequence[int]) -> tuple[int, int, list[int], list[int]]:
+    """Image channels, number of stages, and the heights and widths after each stage (input first)."""
+    c, h, w = _check_shape(image_shape)
+    depth = _conv_depth(h, w, channels)
+    return c, depth, _downsampled(h, depth), _downsampled(w, depth)
+
+
 class ConvEncoder(nn.Module):
     """Stride-2 convolutions (kernel 4, padding 1), each halving the image, then a linear map to ``out_features``.
 
@@ -79,13 +86,12 @@ class ConvEncoder(nn.Module):
         hidden_dim: int = 256,
     ) -> None:
         super().__init__()
-        c, h, w = _check_shape(image_shape)
-        depth = _conv_depth(h, w, channels)
+        c, depth, hs, ws = _conv_geometry(image_shape, channels)
         stages: list[nn.Module] = []
         for c_in, c_out in zip([c, *channels[: depth - 1]], channels[:depth], strict=True):
             stages += [nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1), nn.ReLU()]
         self.features = nn.Sequential(*stages)
-        flat = channels[depth - 1] * _downsampled(h, depth)[-1] * _downsampled(w, depth)[-1]
+        flat = channels[depth - 1] * hs[-1] * ws[-1]
         self.head = nn.Sequential(
             nn.Flatten(), nn.Linear(flat, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_features)
         )
@@ -106,9 +112,7 @@ class ConvDecoder(nn.Module):
         hidden_dim: int = 256,
     ) -> None:
         super().__init__()
-        c, h, w = _check_shape(image_shape)
-        depth = _conv_depth(h, w, channels)
-        hs, ws = _downsampled(h, depth), _downsampled(w, depth)
+        c, depth, hs, ws = _conv_geometry(image_shape, channels)
         self.start_shape = (channels[depth - 1], hs[-1], ws[-1])
         self.head = nn.Sequential(
             nn.Linear(latent_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, prod(self.start_shape)), nn.ReLU()
