@@ -54,7 +54,8 @@ class TorchvisionMNISTDataModule(ImageDataModule):
                 self.dataset_cls(str(self.data_dir), train=False, download=True)
                 return
             except Exception as err:  # torchvision raises RuntimeError or URLError, depending on the failure
-                reason = f"the download failed ({str(err).strip().splitlines()[0]})"
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                reason = f"the download failed ({' '.join(lines[-2:]) if lines else type(err).__name__})"
         missing = "\n".join(f"  {self.raw_folder / f}" for f in self.expected_files)
         raise DataNotFoundError(
             f"{self.dataset_cls.__name__} is not in {self.raw_folder} and {reason}.\n"
