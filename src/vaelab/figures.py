@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 
 
 def project_2d(codes: np.ndarray) -> tuple[np.ndarray, str]:
-    """The codes themselves when they are 2-D (1-D codes get a zero second axis), else their PCA to 2-D."""
-    if codes.shape[1] <= 2:
-        return np.pad(codes, ((0, 0), (0, 2 - codes.shape[1]))), "z"
+    """The codes themselves when they are 2-D (1-D codes get a zero second axis), else their PCA to 2-D (or, for a
+    single code, which has no PCA, its first two dimensions)."""
+    if codes.shape[1] <= 2 or len(codes) < 2:
+        return np.pad(codes[:, :2], ((0, 0), (0, max(0, 2 - codes.shape[1])))), "z"
     from sklearn.decomposition import PCA
 
     return PCA(n_components=2).fit_transform(codes), "PCA of μ"

@@ -55,7 +55,8 @@ class DashboardCallback(Callback):
         that training goes on meanwhile; the end of training waits for every one, so none is lost."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(self).__name__)
-        self._pending = [f for f in self._pending if not f.done()]
+        # keep what is still running, and what failed: wait() must re-raise that error, not lose it
+        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
         self._pending.append(self._executor.submit(render))
 
     def wait(self) -> None:

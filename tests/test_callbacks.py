@@ -1,0 +1,521 @@
+"""The TensorBoard dashboard callbacks: what each one draws, when it draws, and that drawing leaves training alone."""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from vaelab import figures
+from vaelab.callbacks import KLPerDimension, LatentScatter, LatentTraversal, PriorSamples, ReconstructionGrid
+from vaelab.data import DigitsDataModule
+from vaelab.models.autoencoder import AutoencoderModule
+from vaelab.models.objectives import kl_per_dimension
+from vaelab.models.output import AutoencoderOutput
+
+PAD = 2  # make_grid's padding in image_grid
+PAD_VALUE = 0.5
+SIDE = 8  # the digits are 8×8
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+@dataclass
+class Written:
+    tag: str
+    image: Any
+    step: int
+    dataformats: str
+    thread: threading.Thread
+
+
+class RecordingWriter:
+    """Stands in for TensorBoard's SummaryWriter: keeps every ``add_image`` call."""
+
+    def __init__(self) -> None:
+        self.calls: list[Written] = []
+
+    def add_image(self, tag, img_tensor, global_step=None, walltime=None, dataformats="CHW") -> None:
+        self.calls.append(Written(tag, img_tensor, global_step, dataformats, threading.current_thread()))
+
+    def tags(self) -> list[str]:
+        return [c.tag for c in self.calls]
+
+
+def make_module(latent_dim: int = 4, variational: bool = True, seed: int = 0) -> AutoencoderModule:
+    torch.manual_seed(seed)
+    return AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=latent_dim, variational=variational).eval()
+
+
+def make_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, SIDE, SIDE, generator=gen), torch.arange(n) % 10
+
+
+def forward(module: AutoencoderModule, x: torch.Tensor) -> AutoencoderOutput:
+    with torch.no_grad():
+        return module(x)
+
+
+def hand_made_output(x_out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None, likelihood=None):
+    zeros = torch.zeros(len(mu))
+    return AutoencoderOutput(x_out=x_out, z=mu, mu=mu, logvar=logvar, recon=zeros, kl=zeros, loss=zeros.sum(),
+                             beta=1.0, likelihood=likelihood)
+
+
+def draw(callback, module, x, y, out, step: int = 7, writer: RecordingWriter | None = None) -> RecordingWriter:
+    """One drawing as the base class makes it (no gradients), then wait for the worker thread."""
+    writer = writer or RecordingWriter()
+    try:
+        with torch.no_grad():
+            callback.draw(writer, "val", step, module, x, y, out)
+        callback.wait()
+    finally:
+        callback.teardown(None, module, "fit")
+    return writer
+
+
+def grid_size(rows: int, cols: int, side: int) -> tuple[int, int]:
+    return rows * (side + PAD) + PAD, cols * (side + PAD) + PAD
+
+
+def cells(grid: torch.Tensor, side: int = SIDE, atol: float = 1e-6) -> list[list[torch.Tensor]]:
+    """The images of a make_grid grid (padding 2), row by row, checking that the padding is the pad value."""
+    _, height, width = grid.shape
+    rows, cols = (height - PAD) // (side + PAD), (width - PAD) // (side + PAD)
+    assert (height, width) == grid_size(rows, cols, side)
+    mask = torch.ones(height, width, dtype=torch.bool)
+    out = []
+    for r in range(rows):
+        row = []
+        for c in range(cols):
+            top, left = PAD + r * (side + PAD), PAD + c * (side + PAD)
+            row.append(grid[:, top : top + side, left : left + side])
+            mask[top : top + side, left : left + side] = False
+        out.append(row)
+    torch.testing.assert_close(grid[:, mask], torch.full_like(grid[:, mask], PAD_VALUE), atol=atol, rtol=0)
+    return out
+
+
+def same_image(cell: torch.Tensor, image: torch.Tensor, atol: float = 1e-6) -> None:
+    """A grid cell (3 channels, make_grid's copy of a grey image) against a (1, H, W) image."""
+    assert cell.shape == (3, *image.shape[-2:])
+    torch.testing.assert_close(cell, image.float().clamp(0, 1).expand(3, -1, -1), atol=atol, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------- reconstructions
+@pytest.mark.parametrize("variational", [True, False])
+def test_reconstruction_rows_alternate_inputs_and_their_reconstructions(variational):
+    module = make_module(variational=variational)
+    x, y = make_batch(8)
+    out = forward(module, x)
+    callback = ReconstructionGrid(nrow=4, min_side=8, num_images=8)
+    writer = draw(callback, module, x, y, out, step=7)
+
+    assert [(c.tag, c.step, c.dataformats) for c in writer.calls] == [("val/reconstructions", 7, "CHW")]
+    grid = writer.calls[0].image
+    assert grid.shape == (3, *grid_size(4, 4, SIDE))  # no upscaling: min_side is the images' side
+    rows = cells(grid)
+    for block in range(2):
+        for col in range(4):
+            same_image(rows[2 * block][col], x[4 * block + col])
+            same_image(rows[2 * block + 1][col], out.x_mean[4 * block + col])
+    assert not torch.allclose(rows[0][0], rows[1][0])  # the reconstruction is not a copy of the input
+
+
+def test_reconstruction_grid_pads_the_last_row_and_clamps_to_the_unit_interval():
+    x, y = make_batch(6)
+    x_out = torch.linspace(-0.5, 1.5, 6 * SIDE * SIDE).reshape(6, 1, SIDE, SIDE)  # outside [0, 1] on purpose
+    out = hand_made_output(x_out, torch.zeros(6, 3), None)
+    writer = draw(ReconstructionGrid(nrow=4, min_side=8, num_images=6), None, x, y, out)
+
+    rows = cells(writer.calls[0].image)
+    assert len(rows) == 4 and all(len(r) == 4 for r in rows)
+    for i in range(6):
+        same_image(rows[2 * (i // 4)][i % 4], x[i])
+        same_image(rows[2 * (i // 4) + 1][i % 4], x_out[i].clamp(0, 1))
+    for r in (2, 3):  # the last pair of rows has 2 images and 2 blank cells in each
+        for c in (2, 3):
+            torch.testing.assert_close(rows[r][c], torch.full((3, SIDE, SIDE), PAD_VALUE))
+
+
+def test_reconstruction_grid_upscales_small_images_by_nearest_neighbour():
+    module = make_module()
+    x, y = make_batch(4)
+    writer = draw(ReconstructionGrid(nrow=4, min_side=20, num_images=4), module, x, y, forward(module, x))
+    grid = writer.calls[0].image
+    assert grid.shape == (3, *grid_size(2, 4, 24))  # 8 px → ×3 = 24 px, the smallest multiple ≥ 20
+    big = cells(grid, side=24)
+    same_image(big[0][1], x[1].repeat_interleave(3, -1).repeat_interleave(3, -2))
+
+
+# ---------------------------------------------------------------------------------------------------- prior samples
+def test_prior_samples_are_decoded_from_the_seeded_prior():
+    module = make_module(latent_dim=3)
+    x, y = make_batch(4)
+    out = forward(module, x)
+    images = []
+    for seed in (5, 5, 6):
+        torch.manual_seed(seed)
+        writer = draw(PriorSamples(nrow=3, min_side=8, num_images=6), module, x, y, out, step=11)
+        assert [(c.tag, c.step) for c in writer.calls] == [("val/samples", 11)]
+        images.append(writer.calls[0].image)
+    assert images[0].shape == (3, *grid_size(2, 3, SIDE))
+    torch.testing.assert_close(images[0], images[1], atol=0, rtol=0)  # the same draws give the same picture
+    assert not torch.allclose(images[0], images[2], atol=1e-3)  # other draws, another picture
+
+    torch.manual_seed(5)
+    with torch.no_grad():
+        expected = module.sample(6)
+    rows = cells(images[0])
+    for i in range(6):
+        same_image(rows[i // 3][i % 3], expected[i])
+
+
+def test_prior_samples_draw_nothing_for_a_deterministic_autoencoder():
+    module = make_module(variational=False)
+    x, y = make_batch(4)
+    out = forward(module, x)
+    assert out.logvar is None
+    assert draw(PriorSamples(num_images=4), module, x, y, out).calls == []
+
+
+# ---------------------------------------------------------------------------------------------------- traversals
+def record_decoder_inputs(module: AutoencoderModule, monkeypatch) -> list[torch.Tensor]:
+    seen: list[torch.Tensor] = []
+    decode = module.decode
+
+    def recording(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z.clone())
+        return decode(z)
+
+    monkeypatch.setattr(module, "decode", recording)
+    return seen
+
+
+def test_traversal_rows_walk_the_dimensions_with_the_most_kl_first(monkeypatch):
+    module = make_module(latent_dim=4)
+    x, y = make_batch(2)
+    # mean KL per dimension over the two images: dim 2 ≈ 6.25, dim 1 ≈ 2.25, dim 0 ≈ 1.03 (from its variance
+    # alone), dim 3 ≈ 0.25; the first image's μ alone would rank dim 1 first
+    mu = torch.tensor([[0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 5.0, 1.0]])
+    logvar = torch.tensor([[-3.0, 0.0, 0.0, 0.0], [-3.0, 0.0, 0.0, 0.0]])
+    kl = kl_per_dimension(mu, logvar).mean(0)
+    assert kl.argsort(descending=True).tolist() == [2, 1, 0, 3]
+    out = hand_made_output(torch.zeros(2, 1, SIDE, SIDE), mu, logvar, module.likelihood)
+    seen = record_decoder_inputs(module, monkeypatch)
+
+    steps, span = 5, 2.0
+    writer = draw(LatentTraversal(max_dims=3, steps=steps, span=span, min_side=8), module, x, y, out, step=3)
+
+    assert [(c.tag, c.step) for c in writer.calls] == [("val/traversal", 3)]
+    (z,) = seen
+    assert z.shape == (3 * steps, 4)
+    walk = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
+    for row, dim in enumerate([2, 1, 0]):  # the 3 dimensions with the most KL, most first; dim 3 left out
+        block = z[row * steps : (row + 1) * steps]
+        expected = mu[0].repeat(steps, 1)  # around the posterior mean of the first image
+        expected[:, dim] += walk
+        torch.testing.assert_close(block, expected)
+    grid = writer.calls[0].image
+    assert grid.shape == (3, *grid_size(3, steps, SIDE))
+    with torch.no_grad():
+        images = module.likelihood.mean(module.decode(z))
+    rows = cells(grid)
+    for r in range(3):
+        for c in range(steps):
+            same_image(rows[r][c], images[r * steps + c])
+
+
+def test_traversal_of_an_autoencoder_walks_the_first_dimensions(monkeypatch):
+    module = make_module(latent_dim=4, variational=False)
+    x, y = make_batch(3)
+    out = forward(module, x)
+    seen = record_decoder_inputs(module, monkeypatch)
+    writer = draw(LatentTraversal(max_dims=2, steps=3, span=1.0, min_side=8), module, x, y, out)
+    (z,) = seen
+    for row in range(2):
+        changed = (z[row * 3 : (row + 1) * 3] - out.mu[0]).abs().amax(0) > 1e-6
+        assert changed.tolist() == [d == row for d in range(4)]
+    assert writer.calls[0].image.shape == (3, *grid_size(2, 3, SIDE))
+
+
+@pytest.mark.parametrize(("latent_dim", "max_dims", "steps", "rows"), [(4, 10, 9, 4), (6, 3, 7, 3)])
+def test_traversal_grid_has_a_row_per_dimension_and_a_column_per_step(latent_dim, max_dims, steps, rows):
+    module = make_module(latent_dim=latent_dim)
+    x, y = make_batch(4)
+    writer = draw(LatentTraversal(max_dims=max_dims, steps=steps), module, x, y, forward(module, x))
+    # the default min_side of 56 enlarges the 8×8 digits 7 times
+    assert writer.calls[0].image.shape == (3, *grid_size(rows, steps, 56))
+
+
+# ---------------------------------------------------------------------------------------------------- figures
+@pytest.mark.parametrize("latent_dim", [1, 2, 5])
+def test_latent_scatter_writes_an_rgb_figure(latent_dim):
+    module = make_module(latent_dim=latent_dim)
+    x, y = make_batch(40)
+    writer = draw(LatentScatter(num_images=40), module, x, y, forward(module, x), step=4)
+    ((call),) = writer.calls
+    assert (call.tag, call.step, call.dataformats) == ("val/latent_space", 4, "HWC")
+    image = np.asarray(call.image)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and min(image.shape[:2]) > 100
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # something drawn on it, in colours
+
+
+def test_kl_per_dimension_writes_an_rgb_figure_for_a_vae_and_nothing_for_an_ae():
+    x, y = make_batch(16)
+    vae = make_module(variational=True)
+    writer = draw(KLPerDimension(num_images=16), vae, x, y, forward(vae, x), step=9)
+    ((call),) = writer.calls
+    assert (call.tag, call.step, call.dataformats) == ("val/kl_per_dim", 9, "HWC")
+    image = np.asarray(call.image)
+    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert len(np.unique(image.reshape(-1, 3), axis=0)) > 2
+
+    ae = make_module(variational=False)
+    assert draw(KLPerDimension(num_images=16), ae, x, y, forward(ae, x)).calls == []
+
+
+def test_project_2d_keeps_two_dimensional_codes_and_pads_one_dimensional_ones():
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(30, 2)).astype(np.float32)
+    points, axis = figures.project_2d(codes)
+    assert axis == "z"
+    np.testing.assert_array_equal(points, codes)
+
+    line = rng.normal(size=(30, 1))
+    points, axis = figures.project_2d(line)
+    assert axis == "z" and points.shape == (30, 2)
+    np.testing.assert_array_equal(points[:, 0], line[:, 0])
+    np.testing.assert_array_equal(points[:, 1], 0.0)
+
+
+def test_project_2d_of_higher_dimensional_codes_is_their_pca():
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(200, 5)) * np.array([0.5, 4.0, 0.1, 2.0, 1.0]) + 3.0
+    points, axis = figures.project_2d(codes)
+    assert axis != "z" and points.shape == (200, 2)
+    centred = codes - codes.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    expected = centred @ vt[:2].T
+    for k in range(2):  # each component up to its sign
+        sign = np.sign(points[:, k] @ expected[:, k])
+        np.testing.assert_allclose(points[:, k], sign * expected[:, k], atol=1e-8)
+    assert points[:, 0].var() > points[:, 1].var() > 0
+
+
+def test_figures_render_with_class_names_and_few_classes():
+    rng = np.random.default_rng(2)
+    for labels in (np.zeros(20, dtype=int), np.arange(20) % 10):
+        image = figures.latent_scatter(rng.normal(size=(20, 3)), labels, tuple("abcdefghij"), step=1)
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+    bars = figures.kl_bars(np.array([0.0, 1.5, 3.0]), step=2)
+    assert bars.dtype == np.uint8 and bars.shape[2] == 3
+
+
+# ---------------------------------------------------------------------------------------------------- the worker thread
+def test_drawings_are_written_in_a_worker_thread_while_the_caller_goes_on():
+    release, started = threading.Event(), threading.Event()
+    written: list[bool] = []
+
+    class SlowWriter(RecordingWriter):
+        def add_image(self, *args, **kwargs):
+            started.set()
+            written.append(release.wait(timeout=5))  # False if the caller is blocked until this returns
+            super().add_image(*args, **kwargs)
+
+    module = make_module()
+    x, y = make_batch(4)
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), SlowWriter()
+    try:
+        with torch.no_grad():
+            callback.draw(writer, "val", 0, module, x, y, forward(module, x))
+        assert writer.calls == []  # draw returned before the write
+        release.set()
+        callback.wait()
+    finally:
+        callback.teardown(None, module, "fit")
+    assert started.is_set() and written == [True]
+    assert writer.calls[0].thread is not threading.main_thread()
+
+
+def test_the_end_of_training_waits_for_every_drawing():
+    class SlowWriter(RecordingWriter):
+        def add_image(self, *args, **kwargs):
+            time.sleep(0.05)
+            super().add_image(*args, **kwargs)
+
+    module = make_module()
+    x, y = make_batch(4)
+    out = forward(module, x)
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), SlowWriter()
+    with torch.no_grad():
+        for step in range(3):
+            callback.draw(writer, "val", step, module, x, y, out)
+    callback.on_train_end(None, module)
+    assert [c.step for c in writer.calls] == [0, 1, 2]
+    callback.teardown(None, module, "fit")
+    with torch.no_grad():  # a drawing after teardown (the next fit) still lands
+        callback.draw(writer, "val", 3, module, x, y, out)
+    callback.teardown(None, module, "fit")
+    assert [c.step for c in writer.calls] == [0, 1, 2, 3]
+
+
+class FailingOnceWriter(RecordingWriter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = threading.Event()
+
+    def add_image(self, *args, **kwargs):
+        if not self.failed.is_set():
+            self.failed.set()
+            raise OSError("disk full")
+        super().add_image(*args, **kwargs)
+
+
+def test_a_failed_drawing_is_raised_by_wait():
+    module = make_module()
+    x, y = make_batch(4)
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), FailingOnceWriter()
+    with torch.no_grad():
+        callback.draw(writer, "val", 0, module, x, y, forward(module, x))
+    with pytest.raises(OSError, match="disk full"):
+        callback.wait()
+    callback.teardown(None, module, "fit")
+
+
+def test_a_failed_drawing_is_not_dropped_when_another_drawing_follows_it():
+    # wait() promises to re-raise a drawing's error "rather than dropping it"; a drawing that failed (and finished)
+    # before the next epoch's drawing was queued must still be reported at the end of training
+    module = make_module()
+    x, y = make_batch(4)
+    out = forward(module, x)
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), FailingOnceWriter()
+    try:
+        with torch.no_grad():
+            callback.draw(writer, "val", 0, module, x, y, out)
+            assert writer.failed.wait(timeout=5)
+            time.sleep(0.2)  # the first drawing has failed and finished: training goes on to the next epoch
+            callback.draw(writer, "val", 1, module, x, y, out)
+        with pytest.raises(OSError, match="disk full"):
+            callback.on_train_end(None, module)
+    finally:
+        try:
+            callback.teardown(None, module, "fit")
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------------- through Lightning
+def fit(tmp_path, callbacks, max_epochs: int = 2, logger: Any = "tensorboard", optimizer=None, seed: int = 0):
+    lightning.seed_everything(seed, verbose=False)
+    datamodule = DigitsDataModule(data_dir=tmp_path / "data", batch_size=64)
+    model = AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=4, optimizer=optimizer)
+    if logger == "tensorboard":
+        logger = TensorBoardLogger(save_dir=tmp_path, name="tb")
+    trainer = lightning.Trainer(
+        accelerator="cpu", devices=1, max_epochs=max_epochs, limit_train_batches=2, limit_val_batches=1,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, logger=logger,
+        default_root_dir=tmp_path, callbacks=callbacks,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    return trainer, model, datamodule
+
+
+def read_events(trainer) -> EventAccumulator:
+    acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def png(event) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+
+
+def test_through_lightning_images_follow_every_n_epochs_and_the_fixed_draws(tmp_path):
+    frozen = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0}  # the model stays as it is
+    callbacks = [
+        ReconstructionGrid(nrow=4, min_side=8, num_images=8, every_n_epochs=2),
+        PriorSamples(nrow=4, min_side=8, num_images=8),
+        LatentTraversal(max_dims=4, steps=5, min_side=8, every_n_epochs=2),
+        LatentScatter(num_images=50, every_n_epochs=5),
+        KLPerDimension(num_images=50, every_n_epochs=1),
+    ]
+    trainer, _, datamodule = fit(tmp_path, callbacks, max_epochs=3, optimizer=frozen)
+    acc = read_events(trainer)
+
+    val_steps = [e.step for e in acc.Scalars("val/loss")]
+    assert val_steps == [1, 3, 5]  # 2 training batches per epoch; no scalars from the sanity check
+    steps = {tag: [e.step for e in acc.Images(f"val/{tag}")] for tag in
+             ("reconstructions", "samples", "traversal", "latent_space", "kl_per_dim")}
+    assert steps == {
+        "reconstructions": [3, 5],  # every 2nd epoch (the 2nd) and the last (the 3rd)
+        "samples": [1, 3, 5],  # every epoch, none drawn during the sanity check
+        "traversal": [3, 5],
+        "latent_space": [5],  # every 5th epoch: only the last of 3
+        "kl_per_dim": [1, 3, 5],
+    }
+
+    # the same fixed images and the same random draws every epoch: a model that did not change draws the same
+    # (the KL figure is left out: its title shows the step)
+    for tag in ("reconstructions", "samples", "traversal"):
+        first, *rest = [png(e) for e in acc.Images(f"val/{tag}")]
+        for other in rest:
+            np.testing.assert_array_equal(first, other, err_msg=tag)
+
+    # the reconstruction grid shows the first 8 validation images in rows 0 and 2 (to the PNG's 8-bit precision)
+    grid = torch.from_numpy(png(acc.Images("val/reconstructions")[0])).permute(2, 0, 1).float() / 255
+    x, _ = datamodule.fixed_batch("val", 8)
+    rows = cells(grid, atol=1.5 / 255)
+    for i in range(8):
+        same_image(rows[2 * (i // 4)][i % 4], x[i], atol=1.5 / 255)
+
+
+def all_callbacks():
+    return [
+        ReconstructionGrid(nrow=4, min_side=8, num_images=8),
+        PriorSamples(nrow=4, min_side=8, num_images=8),
+        LatentTraversal(max_dims=4, steps=5, min_side=8),
+        LatentScatter(num_images=50),
+        KLPerDimension(num_images=50),
+    ]
+
+
+def test_drawing_does_not_change_the_training_trajectory(tmp_path):
+    trainer, with_callbacks, _ = fit(tmp_path / "on", all_callbacks())
+    _, without, _ = fit(tmp_path / "off", [])
+    acc = read_events(trainer)
+    assert len(acc.Tags()["images"]) == 5  # the callbacks did draw (and sampled from the RNG) each epoch
+    assert all(len(acc.Images(tag)) == 2 for tag in acc.Tags()["images"])
+    state_on, state_off = with_callbacks.state_dict(), without.state_dict()
+    assert state_on.keys() == state_off.keys()
+    for name, value in state_on.items():
+        torch.testing.assert_close(value, state_off[name], atol=0, rtol=0, msg=name)
+    assert with_callbacks.training == without.training  # drawing in eval mode left the mode as it was
+
+
+def test_without_tensorboard_the_callbacks_skip_drawing_and_warn_once(tmp_path, caplog):
+    drawn: list[str] = []
+
+    class Spy(ReconstructionGrid):
+        def draw(self, *args, **kwargs):
+            drawn.append(type(self).__name__)
+            super().draw(*args, **kwargs)
+
+    callbacks = [Spy(nrow=4, min_side=8, num_images=8), *all_callbacks()[1:]]
+    with caplog.at_level(logging.WARNING, logger="vaelab.callbacks.base"):
+        trainer, _, _ = fit(tmp_path, callbacks, max_epochs=3, logger=CSVLogger(save_dir=tmp_path))
+    assert trainer.state.finished and trainer.global_step == 6
+    assert drawn == []
+    warnings = [r.getMessage() for r in caplog.records if "no TensorBoard logger" in r.getMessage()]
+    assert sorted(w.split()[0] for w in warnings) == sorted(type(c).__name__ for c in callbacks)  # once each
