@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 from vaelab.errors import ConfigError
 from vaelab.evaluation import evaluate
 from vaelab.models import AutoencoderModule
-from vaelab.training import write_json
+from vaelab.training import recorded
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +93,7 @@ def format_table(metrics: dict[str, Any], title: str) -> str:
 def run_evaluation(cfg: DictConfig) -> float | None:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; print a table; write ``metrics.json``; return the −ELBO."""
     record: dict[str, Any] = {"status": "running", "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
-    output_dir = Path(cfg.paths.output_dir)
-    start = time.perf_counter()
-    try:
+    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
         if cfg.split not in ("train", "val", "test"):
             raise ConfigError(f"split = {cfg.split!r} is invalid: it must be one of train, val, test")
         model, datamodule, checkpoint = load(cfg)
@@ -128,10 +125,4 @@ def run_evaluation(cfg: DictConfig) -> float | None:
         print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
         for note in notes:
             print(f"Note: {note}")
-    except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        write_json(output_dir / "metrics.json", record)
     return metrics["neg_elbo"]

@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,21 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+@contextmanager
+def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Write ``record`` to ``path`` (on rank 0) however the block ends: with ``status: failed`` and the error when
+    it raises, and always with the seconds it took, so no run's outcome is lost."""
+    start = time.perf_counter()
+    try:
+        yield record
+    except BaseException as err:
+        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(path, record)
+
+
 def _overrides() -> list[str]:
     """The command-line overrides of this Hydra job (empty outside a Hydra run)."""
     from hydra.core.hydra_config import HydraConfig
@@ -67,7 +84,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
-def _test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
+def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
     """Test the best checkpoint; say so in the record when there is none and the current weights are used."""
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
@@ -80,15 +97,12 @@ def _test(cfg: DictConfig, trainer: L.Trainer, model: L.LightningModule, datamod
 
 def train(cfg: DictConfig) -> float | None:
     """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
-    output_dir = Path(cfg.paths.output_dir)
     record: dict[str, Any] = {
         "status": "running",
         "overrides": _overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    start = time.perf_counter()
-    trainer = None
-    try:
+    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
         validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
         if cfg.get("seed") is not None:  # 0 is a seed too
             L.seed_everything(cfg.seed, workers=True)
@@ -108,16 +122,9 @@ def train(cfg: DictConfig) -> float | None:
             record["best_ckpt"] = checkpoint.best_model_path
             record["last_ckpt"] = getattr(checkpoint, "last_model_path", "")
         if cfg.get("test"):
-            record.update(_test(cfg, trainer, model, datamodule))
+            record.update(_test(trainer, model, datamodule))
             record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
         record["status"] = "interrupted" if trainer.interrupted else "completed"
-    except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        if trainer is None or trainer.is_global_zero:
-            write_json(output_dir / "metrics.json", record)
     return optimized_value(cfg, record)
 
 

@@ -172,13 +172,17 @@ class AutoencoderModule(LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.model_step(batch, "test")
 
+    def _tracks_codes(self, stage: str) -> bool:
+        """Whether the running sums of ``stage`` include μ and μ² (val/test of a VAE, for active units)."""
+        return stage != "train" and self.variational
+
     def _accumulate(self, stage: str, out: AutoencoderOutput, n: int) -> None:
         # One fused add per step instead of a self.log call per metric: logging every step costs more than an
         # MLP step on a CPU. The sums give exact per-image means at epoch end, whatever the last batch's size.
         # On val/test a VAE also sums μ and μ² per latent dimension, for the active units at epoch end.
         terms = [out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum()]
         stats = torch.stack(terms).double()
-        if stage != "train" and self.variational:
+        if self._tracks_codes(stage):
             mu = out.mu.detach().double()
             stats = torch.cat([stats, mu.sum(0), mu.pow(2).sum(0)])
         if stage in self._sums:
@@ -189,7 +193,7 @@ class AutoencoderModule(LightningModule):
 
     def _log_epoch(self, stage: str) -> None:
         # Every rank takes part in the reduction, also one that saw no batch (an uneven val/test shard).
-        width = 3 + (2 * self.latent_dim if stage != "train" and self.variational else 0)
+        width = 3 + (2 * self.latent_dim if self._tracks_codes(stage) else 0)
         sums = self._sums.pop(stage, None)
         if sums is None:
             sums = torch.zeros(width, dtype=torch.float64, device=self.device)
