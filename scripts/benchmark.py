@@ -244,20 +244,24 @@ def main() -> None:
             print(f"  round {round_ + 1}: {name:<10} {runs[name][-1]:>10,.0f} images/s   "
                   f"peak RSS so far {peak_rss_mb():,.0f} MB", flush=True)
     results = {name: statistics.median(values) for name, values in runs.items()}
-    print("\nmedian of each (images/s) and all rounds:")
+    print("\nmedian of each (images/s; seconds per training epoch of the", n, "images) and all rounds:")
     for name, values in runs.items():
-        print(f"  {name:<10} {results[name]:>10,.0f}   [{', '.join(f'{v:,.0f}' for v in values)}]")
+        print(f"  {name:<10} {results[name]:>10,.0f}  {n / results[name]:6.2f} s/epoch   "
+              f"[{', '.join(f'{v:,.0f}' for v in values)}]")
 
     print("\nratios, each the median over rounds of the ratio within a round (neighbours in time):")
     ratios = []
-    for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("conv_cl", "conv")):
+    for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("c_bf16", "c"), ("conv_cl", "conv")):
         if top in results and bottom in results:
             per_round = [t / b for t, b in zip(runs[top], runs[bottom], strict=True)]
             ratio = statistics.median(per_round)
             ratios.append(f"{top}/{bottom}={ratio:.2f}")
             print(f"  {top}/{bottom}: {ratio:.2f}   [{', '.join(f'{r:.2f}' for r in per_round)}]")
     figures = " ".join(f"{k}={v:,.0f}" for k, v in results.items())
-    print(f"\nSUMMARY {args.device}: {figures} images/s; {' '.join(ratios)}; peak RSS {peak_rss_mb():,.0f} MB")
+    memory = f"peak RSS {peak_rss_mb():,.0f} MB"
+    if device.type == "cuda":
+        memory += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MB"
+    print(f"\nSUMMARY {args.device}: {figures} images/s; {' '.join(ratios)}; {memory}")
 
 
 def _device_name(device: torch.device) -> str:
