@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,14 @@ def test_lightning_ddp_on_two_cpu_processes_shards_the_data(tmp_path, python):
     # 1,293 training images, 647 per process, batches of 32: 21 steps for the epoch (41 on one process)
     assert record["global_step"] == 21
     assert record["test"]["test/loss"] > 0
+
+
+def test_lightning_warnings_that_ask_nothing_of_the_user_are_not_printed(tmp_path):
+    # 3 training batches < log_every_n_steps=50 makes Lightning warn about its logging interval, which does not
+    # apply (vaelab logs epoch means only); Lightning's own _pytree warns about a deprecated torch API.
+    cfg = compose_train(tmp_path, ["logger=csv", "callbacks=minimal", "test=false"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "logging interval" in m or "LeafSpec" in m], messages

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import warnings
 
 
 def skip_failing_nvml_probe() -> bool:
@@ -23,3 +24,17 @@ def skip_failing_nvml_probe() -> bool:
         os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "0"
         return True
     return False
+
+
+def quiet_irrelevant_warnings() -> None:
+    """Silence two warnings Lightning prints on every vaelab run that ask nothing of the user.
+
+    - "The number of training batches (…) is smaller than the logging interval": vaelab logs epoch means (from
+      running sums), never per-step values, so ``log_every_n_steps`` has nothing to throttle.
+    - "``isinstance(treespec, LeafSpec)`` is deprecated": Lightning's own ``_pytree`` calling an API this torch
+      deprecates; nothing in a user's code or config causes it.
+
+    Every other warning is left as it is.
+    """
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* logging interval")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.config import validate_config
 from vaelab.errors import ConfigError
-from vaelab.runtime import skip_failing_nvml_probe
+from vaelab.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ def _overrides() -> list[str]:
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     """DataModule, model (given the data's image shape) and Trainer with its callbacks and loggers."""
     skip_failing_nvml_probe()
+    quiet_irrelevant_warnings()
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
     callbacks = instantiate_all(cfg.get("callbacks"))
