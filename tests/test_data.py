@@ -12,8 +12,9 @@ import torch
 from idx import write_mnist_like
 from torch.utils.data import DataLoader, DistributedSampler
 
-from vaelab.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, TensorBatchLoader
+from vaelab.data import DigitsDataModule, FashionMNISTDataModule, MNISTDataModule, ShardSampler, TensorBatchLoader
 from vaelab.data.idx import IDX_FILES as FILES
+from vaelab.data.loaders import epoch_indices
 from vaelab.errors import DataNotFoundError
 
 IDX_MODULES = [(MNISTDataModule, "MNIST"), (FashionMNISTDataModule, "FashionMNIST")]
@@ -406,3 +407,68 @@ def test_unpadded_shards_see_every_image_exactly_once(n, world_size):
         assert len(shard) == loader.num_samples and len(list(loader)) == len(loader)
         seen += shard
     assert sorted(seen) == list(range(n))
+
+
+# ------------------------------------------------------------------------------ one order for both loaders
+
+
+def _served_labels(loader) -> list[int]:
+    return [int(v) for _, y in loader for v in y]
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_dataloader_and_tensor_paths_serve_the_same_images_in_the_same_order(digits_dir, monkeypatch, world_size):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    dms = {kind: DigitsDataModule(data_dir=digits_dir, batch_size=50, loader=kind) for kind in ("tensor", "dataloader")}
+    for epoch in (0, 1):
+        served = {}
+        for kind, dm in dms.items():
+            dm.setup()
+            for rank in range(world_size):
+                dm.trainer = types.SimpleNamespace(
+                    overfit_batches=0, global_rank=rank, world_size=world_size, current_epoch=epoch
+                )
+                loaders = {"train": dm.train_dataloader(), "val": dm.val_dataloader(), "test": dm.test_dataloader()}
+                if kind == "dataloader":
+                    assert isinstance(loaders["train"], DataLoader)
+                    for loader in loaders.values():
+                        if loader.sampler is not None and hasattr(loader.sampler, "set_epoch"):
+                            loader.sampler.set_epoch(epoch)  # as Lightning's fit loop does
+                served[kind, rank] = {split: _served_labels(loader) for split, loader in loaders.items()}
+        for rank in range(world_size):
+            assert served["tensor", rank] == served["dataloader", rank], f"epoch {epoch}, rank {rank}"
+        n_val = len(dms["tensor"].splits["val"][0])
+        # evaluation shards: every image exactly once over the ranks, however the split divides
+        assert sum(len(served["tensor", r]["val"]) for r in range(world_size)) == n_val
+        if epoch == 0:
+            first = served["tensor", 0]["train"]
+    assert served["tensor", 0]["train"] != first  # a new order in the next epoch
+
+
+def test_distributed_dataloader_keeps_its_own_sampler(digits_dir):
+    # a DistributedSampler subclass: Lightning does not replace it with its padding one under DDP
+    dm = DigitsDataModule(data_dir=digits_dir, loader="dataloader")
+    dm.setup()
+    dm.trainer = types.SimpleNamespace(overfit_batches=0, global_rank=1, world_size=2, current_epoch=0)
+    sampler = dm.val_dataloader().sampler
+    assert isinstance(sampler, DistributedSampler) and isinstance(sampler, ShardSampler)
+    assert len(sampler) == len(dm.splits["val"][0]) // 2  # 144 val images: 72 each, none repeated
+
+
+def test_neighbouring_seeds_do_not_give_shifted_copies_of_one_order():
+    n = 100
+    orders = {(s, e): epoch_indices(n, True, seed=s, epoch=e).tolist() for s in (3, 4) for e in (0, 1)}
+    assert orders[3, 1] != orders[4, 0]
+    assert len({tuple(o) for o in orders.values()}) == 4
+    assert epoch_indices(n, True, seed=3, epoch=1).tolist() == orders[3, 1]  # a pure function of (seed, epoch)
+
+
+def test_unseeded_runs_draw_their_own_order(digits_dir, monkeypatch):
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    orders = []
+    for _ in range(2):
+        dm = DigitsDataModule(data_dir=digits_dir)
+        dm.setup()
+        orders.append(_served_labels(dm.train_dataloader()))
+        assert _served_labels(dm.train_dataloader()) == orders[-1]  # one seed per DataModule
+    assert orders[0] != orders[1]

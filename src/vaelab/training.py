@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,8 @@ def train(cfg: DictConfig) -> float | None:
         validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
         if cfg.get("seed") is not None:  # 0 is a seed too
             L.seed_everything(cfg.seed, workers=True)
+        else:  # not the seed of a job before this one in the same process (a Hydra sweep)
+            os.environ.pop("PL_GLOBAL_SEED", None)
         datamodule, model, trainer = build(cfg)
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fitted = dict(trainer.callback_metrics)

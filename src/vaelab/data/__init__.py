@@ -2,7 +2,8 @@
 
 from vaelab.data.base import ImageDataModule
 from vaelab.data.digits import DigitsDataModule
-from vaelab.data.loaders import TensorBatchLoader
+from vaelab.data.loaders import ShardSampler, TensorBatchLoader
 from vaelab.data.torchvision_sets import FashionMNISTDataModule, MNISTDataModule
 
-__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "TensorBatchLoader"]
+__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "ShardSampler",
+           "TensorBatchLoader"]

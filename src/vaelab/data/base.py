@@ -20,7 +20,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from vaelab.data.loaders import TensorBatchLoader
+from vaelab.data.loaders import ShardSampler, TensorBatchLoader
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class ImageDataModule(LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._drawn_seed: int | None = None
 
     # ------------------------------------------------------------------ what a data set provides
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,31 +165,46 @@ class ImageDataModule(LightningDataModule):
             return self.trainer.strategy.root_device
         return torch.device("cpu")
 
+    def shuffle_seed(self) -> int:
+        """The seed of the training order: the run's (``seed_everything`` sets ``PL_GLOBAL_SEED`` on every rank);
+        in a run without one, a random seed drawn on rank 0 and broadcast, so the ranks still split one
+        permutation (and two unseeded runs do not see the same order)."""
+        if "PL_GLOBAL_SEED" in os.environ:
+            return int(os.environ["PL_GLOBAL_SEED"])
+        if self._drawn_seed is None:
+            seed = int(torch.randint(2**31 - 1, ()).item())
+            self._drawn_seed = self.trainer.strategy.broadcast(seed) if self.trainer is not None else seed
+        return self._drawn_seed
+
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> Any:
-        if self.trainer is not None and self.trainer.overfit_batches:
+        trainer = self.trainer
+        if trainer is not None and trainer.overfit_batches:
             shuffle = False  # Lightning's overfit_batches: the same first batches every epoch
         images, labels = self.splits[split]
         if len(images) == 0:
             raise ValueError(f"the {split} split of {self.name} is empty (val_fraction={self.hparams.val_fraction})")
+        order = {
+            "shuffle": shuffle,
+            "seed": self.shuffle_seed() if shuffle else 0,
+            "rank": trainer.global_rank if trainer is not None else 0,
+            "world_size": trainer.world_size if trainer is not None else 1,
+        }
+        # training shards must be even (every rank takes the same number of steps); val/test see every image once
+        pad = shuffle
         if self.hparams.loader == "tensor":
-            trainer = self.trainer
             return TensorBatchLoader(
-                images,
-                labels,
-                batch_size,
-                shuffle=shuffle,
-                # the run's seed (seed_everything sets it on every rank), or Lightning's default 0 without one
-                seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                images, labels, batch_size, **order, pad_shards=pad,
                 epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else None,
-                rank=trainer.global_rank if trainer is not None else 0,
-                world_size=trainer.world_size if trainer is not None else 1,
-                pad_shards=shuffle,  # training shards must be even; val/test see every image exactly once
             )
         workers = self.hparams.num_workers
+        dataset = TensorDataset(images, labels)
+        # the same order as the tensor path; a plain in-order pass needs no sampler (and Lightning's
+        # overfit_batches wants a SequentialSampler)
+        sampler = ShardSampler(len(dataset), **order, pad=pad) if shuffle or order["world_size"] > 1 else None
         return DataLoader(
-            TensorDataset(images, labels),
+            dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
             persistent_workers=workers > 0,
