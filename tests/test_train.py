@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, compose_train
+from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vaelab.errors import ConfigError, DataNotFoundError
@@ -177,3 +179,35 @@ def test_lightning_warnings_that_ask_nothing_of_the_user_are_not_printed(tmp_pat
         train(cfg)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "logging interval" in m or "LeafSpec" in m], messages
+
+
+class InterruptAfterValidation(Callback):
+    """Stands in for Ctrl-C at the end of the second validation epoch, right after the dashboard callbacks have
+    handed their drawings to their worker threads."""
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 1 and not trainer.sanity_checking:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        ["trainer.max_epochs=3", "+callbacks.interrupt._target_=test_train.InterruptAfterValidation"],
+    )
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends in sys.exit(1)
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C from then on
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "interrupted" and record["error"] == "interrupted in epoch 1"
+    assert record["epochs"] == 1 and record["global_step"] == 6
+    assert record["train"]["train/loss"] > 0 and record["val"]["val/elbo"] < 0  # the epoch it finished
+    assert record["best"]["monitor"] == "val/elbo" and record["best"]["score"] == record["val"]["val/elbo"]
+    assert Path(record["best_ckpt"]).is_file() and Path(record["last_ckpt"]).is_file()
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    for tag in ("reconstructions", "latent_space"):  # epoch 1's too: written before the loggers were closed
+        assert len(acc.Images(f"val/{tag}")) == 2, tag

@@ -51,12 +51,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 @contextmanager
 def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Write ``record`` to ``path`` (on rank 0) however the block ends: with ``status: failed`` and the error when
-    it raises, and always with the seconds it took, so no run's outcome is lost."""
+    it raises (unless the block marked it ``interrupted``), and always with the seconds it took, so no run's
+    outcome is lost."""
     start = time.perf_counter()
     try:
         yield record
     except BaseException as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
+        if record.get("status") != "interrupted":  # (the caller has already said how it was interrupted)
+            record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         record["seconds"] = round(time.perf_counter() - start, 2)
@@ -97,6 +99,24 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict
     return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
 
 
+def fit_record(trainer: L.Trainer) -> dict[str, Any]:
+    """What fitting reached: the last epoch's metrics, the step, and the best and last checkpoints."""
+    fitted = dict(trainer.callback_metrics)
+    record: dict[str, Any] = {
+        "train": scalar_metrics(fitted, "train/"),
+        "val": scalar_metrics(fitted, "val/"),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None:
+        score = checkpoint.best_model_score
+        record["best"] = {"monitor": checkpoint.monitor, "score": None if score is None else float(score)}
+        record["best_ckpt"] = checkpoint.best_model_path
+        record["last_ckpt"] = getattr(checkpoint, "last_model_path", "")
+    return record
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
     record: dict[str, Any] = {
@@ -111,20 +131,14 @@ def train(cfg: DictConfig) -> float | None:
         else:  # not the seed of a job before this one in the same process (a Hydra sweep)
             os.environ.pop("PL_GLOBAL_SEED", None)
         datamodule, model, trainer = build(cfg)
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        fitted = dict(trainer.callback_metrics)
-        record.update(
-            train=scalar_metrics(fitted, "train/"),
-            val=scalar_metrics(fitted, "val/"),
-            epochs=trainer.current_epoch,
-            global_step=trainer.global_step,
-        )
-        checkpoint = trainer.checkpoint_callback
-        if checkpoint is not None:
-            score = checkpoint.best_model_score
-            record["best"] = {"monitor": checkpoint.monitor, "score": None if score is None else float(score)}
-            record["best_ckpt"] = checkpoint.best_model_path
-            record["last_ckpt"] = getattr(checkpoint, "last_model_path", "")
+        try:
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except BaseException as err:
+            record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
+            if isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
+                record.update(status="interrupted", error=f"interrupted in epoch {trainer.current_epoch}")
+            raise
+        record.update(fit_record(trainer))
         if cfg.get("test"):
             record.update(_test(trainer, model, datamodule))
             record["test"] = scalar_metrics(trainer.callback_metrics, "test/")

@@ -68,6 +68,16 @@ class DashboardCallback(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.wait()  # before Lightning finalises the loggers
 
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Training stopped on an error or Ctrl-C: write the drawings still in flight before Lightning closes the
+        loggers (it calls this hook first); a drawing's own error is logged, not raised over the one in hand."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            try:
+                future.result()
+            except Exception:
+                log.exception("%s: a drawing failed while training stopped", type(self).__name__)
+
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.wait()
         if self._executor is not None:
