@@ -34,14 +34,18 @@ def job_dirs(sweep):
     return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name))
 
 
-def test_optuna_search_runs_two_trials_on_digits(tmp_path):
+@pytest.mark.parametrize(("model", "metric", "best"), [("vae", "val/elbo", max), ("ae", "val/loss", min)])
+def test_optuna_search_runs_two_trials_on_digits(tmp_path, model, metric, best):
+    # the sweep optimises model.monitor in its direction: maximise val/elbo (= minimise −ELBO), minimise AE loss
     sweep = tmp_path / "optuna"
-    run_train(["hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    run_train([f"model={model}", "hparams_search=optuna", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={sweep}"],
+              tmp_path)
     jobs = job_dirs(sweep)
     assert len(jobs) == 2
-    values = [json.loads((j / "metrics.json").read_text())["val"]["val/elbo"] for j in jobs]
+    values = [json.loads((j / "metrics.json").read_text())["val"][metric] for j in jobs]
+    assert values[0] != values[1]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert results["best_value"] == pytest.approx(max(values))  # direction: maximise val/elbo = minimise −ELBO
+    assert results["best_value"] == pytest.approx(best(values))
     assert set(results["best_params"]) == {"model.optimizer.lr", "model.latent_dim", "data.batch_size"}
 
 

@@ -75,17 +75,38 @@ def test_seed_zero_is_honoured(tmp_path):
     assert losses[0] != losses[2]
 
 
-def test_resume_from_last_checkpoint_continues_the_step_count(tmp_path):
-    first = compose_train(tmp_path / "a", ["logger=none", "callbacks=minimal", "test=false"])
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
+    first = compose_train(tmp_path / "a", ["trainer.max_epochs=2", "callbacks=minimal", "test=false"])
     train(first)
-    last = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
-    resumed = compose_train(
-        tmp_path / "b", ["logger=none", "callbacks=minimal", "test=false", "trainer.max_epochs=2", f"ckpt_path={last}"]
-    )
-    train(resumed)
-    assert read_metrics(tmp_path / "b" / "run")["global_step"] == 6
-    state = torch.load(last, weights_only=True, map_location="cpu")
-    assert state["global_step"] == 3
+    before = read_metrics(tmp_path / "a" / "run")
+    checkpoints = tmp_path / "a" / "run" / "checkpoints"
+    resumed = compose_train(tmp_path / "b", ["callbacks=minimal", "trainer.max_epochs=3",
+                                             f"ckpt_path={checkpoints / 'last.ckpt'}"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(resumed)
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    after = read_metrics(tmp_path / "b" / "run")
+    assert after["status"] == "completed" and after["global_step"] == 9 and after["epochs"] == 3
+    assert after["resumed_from"] == str(checkpoints / "last.ckpt")
+    # the checkpoints go on in the first run's folder, so the best score from before the resume still counts
+    assert after["checkpoints_dir"] == str(checkpoints) and Path(after["best_ckpt"]).parent == checkpoints
+    assert after["best"]["score"] == pytest.approx(max(before["best"]["score"], after["val"]["val/elbo"]))
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 9
+    assert not (tmp_path / "b" / "run" / "checkpoints").exists()
+    # one TensorBoard curve over all three epochs, in the first run's folder
+    acc = EventAccumulator(str(tmp_path / "a" / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("val/elbo")] == [2, 5, 8]
+
+
+def test_no_checkpoint_callback_writes_no_checkpoints(tmp_path):
+    cfg = compose_train(tmp_path, ["callbacks=none"])
+    train(cfg)
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "completed" and "best_ckpt" not in record
+    assert record["test_ckpt"].startswith("current weights")
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelab.config import validate_config
 from vaelab.errors import ConfigError
@@ -81,8 +81,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     callbacks = instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the explicit trainer flag wins over callbacks.progress_bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    extra = {}
+    if "enable_checkpointing" not in cfg.trainer and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        extra["enable_checkpointing"] = False  # no checkpoint configured (callbacks=none): not Lightning's default
     loggers = instantiate_all(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return datamodule, model, trainer
@@ -97,6 +100,31 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict
         )
     trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
     return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
+
+
+def continue_in_checkpoint_run(cfg: DictConfig) -> dict[str, str]:
+    """Resuming from ``ckpt_path``: write checkpoints, and TensorBoard events, on where the checkpoint's run did.
+
+    Hydra gives the resumed run a folder of its own (its config, log and ``metrics.json``), but Lightning restores
+    the best score so far and the best checkpoints only when the checkpoint folder stays the same, and a
+    TensorBoard curve continues only in its own folder. Each is redirected only when it is configured in its
+    default place (``<run>/checkpoints``, ``<run>/tensorboard``); returns what was redirected.
+    """
+    ckpt_dir = Path(str(cfg.ckpt_path)).resolve().parent
+    own = Path(str(cfg.paths.output_dir))
+    moved = {}
+    with open_dict(cfg):
+        checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
+        if checkpoint is not None and Path(str(checkpoint.get("dirpath"))) == own / "checkpoints":
+            checkpoint.dirpath = moved["checkpoints_dir"] = str(ckpt_dir)
+        tensorboard = (cfg.get("logger") or {}).get("tensorboard")
+        old_events = ckpt_dir.parent / "tensorboard"
+        if (tensorboard is not None and Path(str(tensorboard.get("save_dir"))) == own / "tensorboard"
+                and ckpt_dir.name == "checkpoints" and old_events.is_dir()):
+            tensorboard.save_dir = moved["tensorboard_dir"] = str(old_events)
+    for what, where in moved.items():
+        log.info("Resuming %s: %s go on in %s", cfg.ckpt_path, what.removesuffix("_dir"), where)
+    return moved
 
 
 def fit_record(trainer: L.Trainer) -> dict[str, Any]:
@@ -130,6 +158,8 @@ def train(cfg: DictConfig) -> float | None:
             L.seed_everything(cfg.seed, workers=True)
         else:  # not the seed of a job before this one in the same process (a Hydra sweep)
             os.environ.pop("PL_GLOBAL_SEED", None)
+        if cfg.get("ckpt_path"):
+            record.update(resumed_from=str(cfg.ckpt_path), **continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
         try:
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
