@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import CONF, compose_train
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from vaelab.errors import ConfigError
-from vaelab.evaluating import run_evaluation
+from vaelab.evaluating import data_config, run_evaluation
 from vaelab.training import train
 
 
@@ -62,3 +64,19 @@ def test_eval_needs_an_existing_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="ckpt_path"):
         run_evaluation(compose_eval(tmp_path, ["ckpt_path=/no/such/file.ckpt"]))
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_choosing_the_same_data_again_keeps_the_checkpoints_split_and_binarisation(trained, tmp_path):
+    run_tmp, record = trained
+    stored = torch.load(record["test_ckpt"], weights_only=True)["vaelab_data"]
+    stored = {**stored, "binarize": "static", "split_seed": 7}  # as a model trained with those would have stored
+    chosen = compose_eval(tmp_path, ["ckpt_path=x", "data=digits", "data.eval_batch_size=50"]).data
+    assert chosen.binarize == "none"  # the group's default, which must not silently win
+    path = Path(record["test_ckpt"])
+    merged = data_config(chosen, stored, path, ["ckpt_path=x", "data=digits", "data.eval_batch_size=50"])
+    assert merged.binarize == "static" and merged.split_seed == 7 and merged.eval_batch_size == 50
+    assert data_config(None, stored, path, []) == stored
+    other = compose_eval(tmp_path, ["ckpt_path=x", "data=mnist"]).data  # another data set: taken as chosen
+    assert data_config(other, stored, path, ["data=mnist"]) == other
+    with pytest.raises(ConfigError, match="data=<name>"):
+        data_config(None, None, path, [])

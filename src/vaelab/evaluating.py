@@ -9,13 +9,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ConfigError
 from vaelab.evaluation import evaluate
 from vaelab.models import AutoencoderModule
-from vaelab.training import recorded
+from vaelab.training import command_line_overrides, recorded
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,37 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
     device = _device(cfg.device)
     model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if cfg.get("data"):
-        datamodule = instantiate(cfg.data)
-    elif "vaelab_data" in checkpoint:
-        datamodule = instantiate(checkpoint["vaelab_data"])
-    else:
-        raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
+    data = data_config(cfg.get("data"), checkpoint.get("vaelab_data"), path, command_line_overrides())
+    datamodule = instantiate(data)
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
         raise ConfigError(
             f"data has images of shape {tuple(datamodule.image_shape)} but the model was trained on "
             f"{tuple(model.image_shape)}: choose matching data with data=<name>"
         )
     return model, datamodule, checkpoint
+
+
+def data_config(
+    chosen: DictConfig | None, stored: dict[str, Any] | None, path: Path, overrides: list[str]
+) -> DictConfig:
+    """The data to evaluate on: the checkpoint's own (``stored``), unless ``data=<name>`` chose another data set.
+
+    Choosing the same data set again (e.g. ``data=mnist data.data_dir=/elsewhere``) changes only the keys given on
+    the command line: the split, binarisation and seeds the model was trained and scored with stay the
+    checkpoint's, rather than silently becoming the group's defaults.
+    """
+    if not chosen:
+        if stored is None:
+            raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
+        return OmegaConf.create(stored)
+    if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
+        return chosen
+    merged = OmegaConf.create(stored)
+    for override in overrides:
+        key = override.lstrip("+").split("=", 1)[0]
+        if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
+            OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
+    return merged
 
 
 def likelihood_notes(model: AutoencoderModule, datamodule: Any) -> list[str]:

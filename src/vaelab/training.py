@@ -65,7 +65,7 @@ def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         write_json(path, record)
 
 
-def _overrides() -> list[str]:
+def command_line_overrides() -> list[str]:
     """The command-line overrides of this Hydra job (empty outside a Hydra run)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -149,7 +149,7 @@ def train(cfg: DictConfig) -> float | None:
     """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
     record: dict[str, Any] = {
         "status": "running",
-        "overrides": _overrides(),
+        "overrides": command_line_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
