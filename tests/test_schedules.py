@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vaelab.models import AutoencoderModule
-from vaelab.models.schedules import CapacityControl, ConstantBeta, CyclicalBeta, LinearWarmup
+from vaelab.models.schedules import CapacityControl, ConstantBeta, CyclicalBeta, LinearWarmup, outlasting_message
 
 
 def test_constant_beta():
@@ -124,3 +124,15 @@ def test_warmup_weight_used_in_the_loss():
         out = model(X)
         assert out.beta == beta and out.capacity == 0.0
         torch.testing.assert_close(out.loss, out.recon.mean() + beta * out.kl.mean())
+
+
+def test_a_schedule_longer_than_training_is_reported_with_its_fix():
+    warmup = LinearWarmup(beta=1.0, warmup_steps=1000)
+    message = outlasting_message(warmup, 820)
+    assert "warmup_steps=1000" in message and "820" in message and "β ends at 0.82" in message
+    assert "model.beta_schedule.warmup_steps" in message
+    assert outlasting_message(warmup, 1000) is None and outlasting_message(warmup, float("inf")) is None
+    assert "cycle_steps=1000" in outlasting_message(CyclicalBeta(beta=1.0, cycle_steps=1000), 999)
+    capacity = outlasting_message(CapacityControl(beta=1000.0, c_max=25.0, capacity_steps=100_000), 1000)
+    assert "C ends at 0.25 of c_max=25 nats" in capacity
+    assert outlasting_message(ConstantBeta(beta=4.0), 1) is None

@@ -16,7 +16,7 @@ from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from vaelab.errors import ConfigError, DataNotFoundError
-from vaelab.training import train
+from vaelab.training import build, train
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
@@ -232,3 +232,32 @@ def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path):
     acc.Reload()
     for tag in ("reconstructions", "latent_space"):  # epoch 1's too: written before the loggers were closed
         assert len(acc.Images(f"val/{tag}")) == 2, tag
+
+
+def test_testing_a_checkpoint_reads_the_beta_schedule_at_its_step(tmp_path):
+    # a warm-up over 4 steps, 3 steps an epoch: the first epoch's weights were saved at step 3 (β = 0.75), the
+    # run ends at step 6 (β = 1); testing the first checkpoint must score it with its own β
+    cfg = compose_train(tmp_path, ["logger=none", "callbacks=minimal", "test=false", "trainer.max_epochs=2",
+                                   "model/beta_schedule=linear", "model.beta_schedule.warmup_steps=4",
+                                   "callbacks.model_checkpoint.save_top_k=-1"])
+    datamodule, model, trainer = build(cfg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(model, datamodule=datamodule)
+    assert not [w for w in caught if "warmup_steps" in str(w.message)]  # 4 steps fit in the 6 of training
+    first = tmp_path / "run" / "checkpoints" / "epoch_000.ckpt"
+    trainer.test(model, datamodule=datamodule, ckpt_path=str(first))
+    metrics = trainer.callback_metrics
+    assert float(metrics["test/beta"]) == 0.75
+    recon, kl = float(metrics["test/recon"]), float(metrics["test/kl"])
+    assert float(metrics["test/loss"]) == pytest.approx(recon + 0.75 * kl, rel=1e-5)
+    trainer.test(model, datamodule=datamodule)  # the current weights: the run's last step
+    assert float(trainer.callback_metrics["test/beta"]) == 1.0
+
+
+def test_a_warmup_longer_than_training_is_warned_about(tmp_path):
+    cfg = compose_train(tmp_path, ["logger=none", "callbacks=minimal", "test=false", "model/beta_schedule=linear"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg)
+    assert [w for w in caught if "warmup_steps=1000 steps but this run trains 3" in str(w.message)]

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vaelab.models.objectives import (
@@ -27,6 +29,7 @@ from vaelab.models.objectives import (
     reparameterize,
 )
 from vaelab.models.output import AutoencoderOutput
+from vaelab.models.schedules import outlasting_message
 
 DEFAULT_NET = {
     "encoder": {"_target_": "vaelab.models.nets.MLPEncoder", "hidden_dims": [400]},
@@ -106,6 +109,7 @@ class AutoencoderModule(LightningModule):
             self.decoder.compile()
         self._sums: dict[str, torch.Tensor] = {}
         self._counts: dict[str, int] = {}
+        self._checkpoint_step: int | None = None  # the step of weights loaded for testing (see schedule_step)
 
     # ------------------------------------------------------------------ the model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -135,9 +139,19 @@ class AutoencoderModule(LightningModule):
         kl = recon.new_zeros(recon.shape) if logvar is None else kl_to_standard_normal(mu, logvar)
         return x_out, z, mu, logvar, recon, kl
 
+    def schedule_step(self) -> int:
+        """The step the β schedule is read at: the trainer's, or, when testing (or validating) weights loaded from a
+        checkpoint, such as the best one after fitting, the step those weights were saved at, so ``test/beta`` and
+        ``test/loss`` are theirs."""
+        if self._trainer is None:
+            return 0
+        if self._checkpoint_step is not None and self.trainer.state.fn != TrainerFn.FITTING:
+            return self._checkpoint_step
+        return self.global_step
+
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
         x_out, z, mu, logvar, recon, kl = self._terms(x)
-        step = self.global_step if self._trainer is not None else 0
+        step = self.schedule_step()
         beta, capacity = (self.schedule(step), self.schedule.capacity(step)) if self.variational else (0.0, 0.0)
         kl_mean = kl.mean()
         kl_term = (kl_mean - capacity).abs() if self.schedule.uses_capacity else kl_mean
@@ -205,7 +219,7 @@ class AutoencoderModule(LightningModule):
         loss, recon, kl = (sums[:3] / count).tolist()
         metrics = {"loss": loss, "recon": recon}
         if self.variational:
-            step = self.global_step
+            step = self.schedule_step()
             metrics.update(kl=kl, elbo=-(recon + kl), beta=self.schedule(step))
             if self.schedule.uses_capacity:
                 metrics["capacity"] = self.schedule.capacity(step)
@@ -246,9 +260,18 @@ class AutoencoderModule(LightningModule):
             config = {k: str(v) if isinstance(v, os.PathLike) else v for k, v in datamodule.hparams.items()}
             checkpoint["vaelab_data"] = {"_target_": f"{cls.__module__}.{cls.__qualname__}", **config}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._checkpoint_step = checkpoint.get("global_step")
+
+    def teardown(self, stage: str) -> None:
+        self._checkpoint_step = None  # the next fit / test / validate starts from the weights as they are
+
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+        message = outlasting_message(self.schedule, self.trainer.estimated_stepping_batches)
+        if message and self.variational:
+            rank_zero_warn(message)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

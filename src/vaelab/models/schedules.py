@@ -32,6 +32,12 @@ class ConstantBeta:
     def capacity(self, step: int) -> float:
         return 0.0
 
+    @property
+    def length(self) -> tuple[str, int] | None:
+        """The setting and number of steps the schedule needs to do what it is for (reach β, finish a cycle, reach
+        ``c_max``); None when it needs none."""
+        return None
+
 
 @dataclass(frozen=True)
 class LinearWarmup(ConstantBeta):
@@ -48,6 +54,10 @@ class LinearWarmup(ConstantBeta):
     def __call__(self, step: int) -> float:
         progress = min(max(step, 0) / self.warmup_steps, 1.0)
         return float(self.start + (self.beta - self.start) * progress)
+
+    @property
+    def length(self) -> tuple[str, int]:
+        return "warmup_steps", self.warmup_steps
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,10 @@ class CyclicalBeta(ConstantBeta):
         tau = (max(step, 0) % self.cycle_steps) / self.cycle_steps
         return float(self.beta * min(tau / self.ramp_fraction, 1.0))
 
+    @property
+    def length(self) -> tuple[str, int]:
+        return "cycle_steps", self.cycle_steps
+
 
 @dataclass(frozen=True)
 class CapacityControl(ConstantBeta):
@@ -85,3 +99,22 @@ class CapacityControl(ConstantBeta):
 
     def capacity(self, step: int) -> float:
         return float(self.c_max * min(max(step, 0) / self.capacity_steps, 1.0))
+
+    @property
+    def length(self) -> tuple[str, int]:
+        return "capacity_steps", self.capacity_steps
+
+
+def outlasting_message(schedule: ConstantBeta, total_steps: float) -> str | None:
+    """What to tell the user when ``schedule`` needs more steps than training takes (a warm-up that never reaches β,
+    a cycle never finished, a capacity never reached), or None when it fits."""
+    if schedule.length is None or not total_steps < schedule.length[1]:
+        return None
+    key, steps = schedule.length
+    end = int(total_steps)
+    reached = f"C ends at {schedule.capacity(end):.3g} of c_max={schedule.c_max:g} nats" if schedule.uses_capacity \
+        else f"β ends at {schedule(end):.3g} (target {schedule.beta:g})"
+    return (
+        f"The β schedule {type(schedule).__name__} needs {key}={steps} steps but this run trains {end}: {reached}. "
+        f"Set model.beta_schedule.{key} to at most {end}, or train longer (trainer.max_epochs)."
+    )
