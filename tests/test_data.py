@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import types
 from collections import Counter
@@ -104,11 +105,18 @@ def test_no_cache_when_switched_off(tmp_path):
     assert not (tmp_path / "vaelab_cache").exists()
 
 
-@pytest.mark.parametrize("n_train", [30, 40], ids=["same-size", "other-size"])
-def test_changed_source_files_invalidate_the_cache(tmp_path, n_train):
+@pytest.mark.parametrize(
+    ("n_train", "keep_times"), [(30, False), (40, False), (30, True)], ids=["same-size", "other-size", "same-times"]
+)
+def test_changed_source_files_invalidate_the_cache(tmp_path, n_train, keep_times):
     write_mnist_like(tmp_path, "MNIST", n_train=30, n_test=10, seed=0)
     MNISTDataModule(data_dir=tmp_path, download=False).setup()
+    raw = sorted((tmp_path / "MNIST" / "raw").iterdir())
+    times = [(f.stat().st_atime_ns, f.stat().st_mtime_ns) for f in raw]
     new = write_mnist_like(tmp_path, "MNIST", n_train=n_train, n_test=10, seed=1)  # same names, other content
+    if keep_times:  # as `cp -p` of other data with the same sizes would leave them
+        for f, ns in zip(raw, times, strict=True):
+            os.utime(f, ns=ns)
     dm = MNISTDataModule(data_dir=tmp_path, download=False)
     dm.setup()
     assert np.array_equal(dm.splits["test"][0][:, 0].numpy(), new.test_images)
