@@ -34,6 +34,7 @@ import yaml
 
 METRIC_COLUMNS = [
     "val_neg_elbo",
+    "best_val_neg_elbo",
     "test_neg_elbo",
     "val_recon",
     "val_kl",
@@ -156,14 +157,21 @@ def neg(value: float | None) -> float | None:
 
 
 def job_row(job: Job, keys: list[str]) -> dict[str, Any]:
-    """The table row of one job: job, differing overrides, metrics (None when missing), status."""
+    """The table row of one job: job, differing overrides, metrics (None when missing), status.
+
+    ``val_*`` are the last epoch's; ``best_val_neg_elbo`` is the validation −ELBO of the best checkpoint (when
+    checkpoints were chosen on ``val/elbo``), the weights that ``test_*`` scored.
+    """
     active = job.metric("test", "active_units")
     if active is None:
         active = job.metric("val", "active_units")
     row: dict[str, Any] = {"job": job.name}
     row.update({key: job.overrides.get(key) for key in keys})
+    best = job.record.get("best") if isinstance(job.record.get("best"), dict) else {}
+    best_score = best.get("score") if best.get("monitor") == "val/elbo" else None
     row.update(
         val_neg_elbo=neg(job.metric("val", "elbo")),
+        best_val_neg_elbo=neg(float(best_score)) if isinstance(best_score, (int, float)) else None,
         test_neg_elbo=neg(job.metric("test", "elbo")),
         val_recon=job.metric("val", "recon"),
         val_kl=job.metric("val", "kl"),

@@ -33,6 +33,8 @@ def vae_metrics(beta: float, recon: float, kl: float, *, active_units: float | N
         }
     if active_units is not None:
         record["test"]["test/active_units"] = active_units
+    # the best checkpoint: an epoch before the last, half a nat better
+    record["best"] = {"monitor": "val/elbo", "score": record["val"]["val/elbo"] + 0.5}
     return record
 
 
@@ -154,6 +156,7 @@ def test_neg_elbo_and_metric_columns_match_metrics_json(sweep: Path, script: Mod
         record = read_metrics(sweep, job)
         row = rows[job]
         assert float(row["val_neg_elbo"]) == -record["val"]["val/elbo"]  # full precision in the csv
+        assert float(row["best_val_neg_elbo"]) == -record["best"]["score"] == float(row["val_neg_elbo"]) - 0.5
         assert float(row["test_neg_elbo"]) == -record["test"]["test/elbo"]
         assert float(row["val_neg_elbo"]) > 0
         assert float(row["val_recon"]) == record["val"]["val/recon"]
@@ -163,7 +166,7 @@ def test_neg_elbo_and_metric_columns_match_metrics_json(sweep: Path, script: Mod
     assert [rows[j]["active_units"] for j in ("0", "1", "2")] == ["", "", "3"]  # a count: written as an integer
     ae = rows["10"]  # an autoencoder: recon but no kl/elbo; active units from val when test has none
     assert (ae["val_recon"], ae["test_recon"], ae["active_units"]) == ("21.0", "21.5", "7")
-    assert ae["val_kl"] == ae["test_kl"] == ae["val_neg_elbo"] == ae["test_neg_elbo"] == ""
+    assert ae["val_kl"] == ae["test_kl"] == ae["val_neg_elbo"] == ae["test_neg_elbo"] == ae["best_val_neg_elbo"] == ""
     failed = rows["3"]
     assert all(failed[c] == "" for c in script.METRIC_COLUMNS)
 
