@@ -90,3 +90,16 @@ def test_mnist_experiments_train_without_a_validation_split(tmp_path, experiment
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["status"] == "completed" and record["val"] == {}
     assert record["test"]["test/loss"] > 0 and record["global_step"] == 3
+
+
+def test_script_relaunching_ddp_is_refused_in_a_multirun(tmp_path):
+    # its extra processes would re-run the whole sweep; the message names the way out
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "-m", "trainer=ddp_cpu", *QUICK[1:], f"hydra.sweep.dir={tmp_path / 'm'}",
+         f"paths.data_dir={tmp_path / 'data'}"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "trainer.strategy=ddp_spawn" in result.stderr
+    record = json.loads((tmp_path / "m" / "0" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "multirun" in record["error"]

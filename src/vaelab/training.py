@@ -127,6 +127,25 @@ def continue_in_checkpoint_run(cfg: DictConfig) -> dict[str, str]:
     return moved
 
 
+def check_launcher(trainer: L.Trainer) -> None:
+    """Refuse Lightning's script-relaunching DDP inside a Hydra multirun, before anything runs.
+
+    ``trainer.strategy=ddp`` starts each extra process by running the command line again; under ``-m`` that command
+    line is the whole sweep, so every worker would start a sweep of its own (an Optuna worker its own study).
+    ``ddp_spawn`` starts the workers from inside the job instead.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and getattr(trainer.strategy, "_start_method", None) == "popen" and trainer.num_devices > 1:
+        raise ConfigError(
+            "trainer.strategy=ddp cannot run inside a multirun (-m): Lightning starts each extra DDP process by "
+            "running the command line again, which here is the whole sweep. Use trainer.strategy=ddp_spawn in a "
+            "sweep, or run each job as its own command."
+        )
+
+
 def fit_record(trainer: L.Trainer) -> dict[str, Any]:
     """What fitting reached: the last epoch's metrics, the step, and the best and last checkpoints."""
     fitted = dict(trainer.callback_metrics)
@@ -161,6 +180,7 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.get("ckpt_path"):
             record.update(resumed_from=str(cfg.ckpt_path), **continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
+        check_launcher(trainer)
         try:
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         except BaseException as err:
