@@ -269,9 +269,10 @@ class AutoencoderModule(LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
-        message = outlasting_message(self.schedule, self.trainer.estimated_stepping_batches)
-        if message and self.variational:
-            rank_zero_warn(message)
+        if self.variational and self.schedule.length is not None:  # (counting the steps loads the train data)
+            message = outlasting_message(self.schedule, self.trainer.estimated_stepping_batches)
+            if message:
+                rank_zero_warn(message)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
