@@ -66,7 +66,7 @@ def test_eval_needs_an_existing_checkpoint(tmp_path):
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["status"] == "failed"
 
 
-def test_choosing_the_same_data_again_keeps_the_checkpoints_split_and_binarisation(trained, tmp_path):
+def test_choosing_the_same_data_again_keeps_the_checkpoints_split_and_binarisation(trained, tmp_path, caplog):
     run_tmp, record = trained
     stored = torch.load(record["test_ckpt"], weights_only=True)["vaelab_data"]
     stored = {**stored, "binarize": "static", "split_seed": 7}  # as a model trained with those would have stored
@@ -75,6 +75,10 @@ def test_choosing_the_same_data_again_keeps_the_checkpoints_split_and_binarisati
     path = Path(record["test_ckpt"])
     merged = data_config(chosen, stored, path, ["ckpt_path=x", "data=digits", "data.eval_batch_size=50"])
     assert merged.binarize == "static" and merged.split_seed == 7 and merged.eval_batch_size == 50
+    assert "binarize='static' (the data group has 'none')" in caplog.text  # said, not silent
+    assert merged.data_dir == stored["data_dir"]  # it exists here
+    moved = data_config(chosen, {**stored, "data_dir": "/no/such/folder"}, path, ["data=digits"])
+    assert moved.data_dir == chosen.data_dir and moved.binarize == "static"  # a checkpoint from another machine
     assert data_config(None, stored, path, []) == stored
     other = compose_eval(tmp_path, ["ckpt_path=x", "data=mnist"]).data  # another data set: taken as chosen
     assert data_config(other, stored, path, ["data=mnist"]) == other

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from conftest import ROOT, compose_train
 from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from vaelab.callbacks.base import DashboardCallback
 from vaelab.errors import ConfigError, DataNotFoundError
 from vaelab.training import build, train
 
@@ -100,6 +102,25 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
     assert [e.step for e in acc.Scalars("val/elbo")] == [2, 5, 8]
 
 
+@pytest.mark.parametrize("case", ["another checkpoint", "a multirun"])
+def test_other_starts_from_a_checkpoint_leave_its_run_alone(tmp_path, monkeypatch, case):
+    train(compose_train(tmp_path / "a", ["trainer.max_epochs=2", "logger=none", "callbacks=minimal", "test=false",
+                                         "callbacks.model_checkpoint.save_top_k=-1"]))
+    checkpoints = tmp_path / "a" / "run" / "checkpoints"
+    before = sorted(p.name for p in checkpoints.iterdir())
+    start = checkpoints / ("epoch_000.ckpt" if case == "another checkpoint" else "last.ckpt")
+    if case == "a multirun":  # every job of a sweep over a checkpoint must write into its own folder
+        monkeypatch.setattr("vaelab.training.in_multirun", lambda: True)
+    cfg = compose_train(tmp_path / "b", ["trainer.max_epochs=3", "logger=none", "callbacks=minimal", "test=false",
+                                         f"ckpt_path={start}"])
+    train(cfg)
+    after = read_metrics(tmp_path / "b" / "run")
+    assert after["status"] == "completed" and "checkpoints_dir" not in after
+    assert Path(after["best_ckpt"]).parent == tmp_path / "b" / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == before
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 6  # untouched
+
+
 def test_no_checkpoint_callback_writes_no_checkpoints(tmp_path):
     cfg = compose_train(tmp_path, ["callbacks=none"])
     train(cfg)
@@ -176,19 +197,32 @@ def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
         assert "val/loss" in record["val"] and "test/loss" in record["test"]
 
 
-def test_lightning_ddp_on_two_cpu_processes_shards_the_data(tmp_path, python):
-    run = tmp_path / "ddp"
-    result = subprocess.run(
-        [python, "src/train.py", "trainer=ddp_cpu", "trainer.max_epochs=1", "logger=none", "callbacks=minimal",
-         "+trainer.enable_progress_bar=false", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = read_metrics(run)
-    assert record["status"] == "completed"
-    # 1,293 training images, 647 per process, batches of 32: 21 steps for the epoch (41 on one process)
-    assert record["global_step"] == 21
-    assert record["test"]["test/loss"] > 0
+def test_lightning_ddp_on_two_cpu_processes_shards_the_data_the_same_way_with_either_loader(tmp_path, python):
+    # 145 val images (an odd number): unpadded shards of 73 and 72, so every image counts once in the val mean.
+    # The autoencoder draws no random numbers (the DataLoader itself draws a seed from the global RNG each epoch,
+    # which would change a VAE's ε), so the two loaders must give the same numbers.
+    records, warned = {}, {}
+    for loader in ("tensor", "dataloader"):
+        run = tmp_path / loader
+        result = subprocess.run(
+            [python, "src/train.py", "model=ae", "trainer=ddp_cpu", "trainer.max_epochs=1", "logger=none",
+             "callbacks=minimal", "+trainer.enable_progress_bar=false", f"data.loader={loader}",
+             "data.val_fraction=0.1007",
+             f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}"],
+            cwd=ROOT, env={**ENV, "PYTHONWARNINGS": "default"}, capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        records[loader] = read_metrics(run)
+        warned[loader] = "replicates some samples" in result.stderr  # Lightning's own padding sampler
+    for record in records.values():
+        assert record["status"] == "completed"
+        # 1,292 training images, 646 per process, batches of 32: 21 steps for the epoch (41 on one process)
+        assert record["global_step"] == 21
+    assert warned == {"tensor": False, "dataloader": False}
+    # the same order and the same shards: the same numbers, to float precision
+    for split in ("train", "val", "test"):
+        for key, value in records["tensor"][split].items():
+            assert records["dataloader"][split][key] == pytest.approx(value, rel=1e-5), key
 
 
 def test_lightning_warnings_that_ask_nothing_of_the_user_are_not_printed(tmp_path):
@@ -200,6 +234,13 @@ def test_lightning_warnings_that_ask_nothing_of_the_user_are_not_printed(tmp_pat
         train(cfg)
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "logging interval" in m or "LeafSpec" in m], messages
+
+
+class SlowDrawing(DashboardCallback):
+    """A drawing that takes half a second in its worker thread, so it is surely in flight when training stops."""
+
+    def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        self.in_background(lambda: (time.sleep(0.5), writer.add_scalar("slow/drawn", 1.0, step)))
 
 
 class InterruptAfterValidation(Callback):
@@ -214,7 +255,8 @@ class InterruptAfterValidation(Callback):
 def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path):
     cfg = compose_train(
         tmp_path,
-        ["trainer.max_epochs=3", "+callbacks.interrupt._target_=test_train.InterruptAfterValidation"],
+        ["trainer.max_epochs=3", "+callbacks.slow._target_=test_train.SlowDrawing",
+         "+callbacks.interrupt._target_=test_train.InterruptAfterValidation"],
     )
     handler = signal.getsignal(signal.SIGINT)
     try:
@@ -232,6 +274,7 @@ def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path):
     acc.Reload()
     for tag in ("reconstructions", "latent_space"):  # epoch 1's too: written before the loggers were closed
         assert len(acc.Images(f"val/{tag}")) == 2, tag
+    assert len(acc.Scalars("slow/drawn")) == 2
 
 
 def test_testing_a_checkpoint_reads_the_beta_schedule_at_its_step(tmp_path):
@@ -251,7 +294,11 @@ def test_testing_a_checkpoint_reads_the_beta_schedule_at_its_step(tmp_path):
     assert float(metrics["test/beta"]) == 0.75
     recon, kl = float(metrics["test/recon"]), float(metrics["test/kl"])
     assert float(metrics["test/loss"]) == pytest.approx(recon + 0.75 * kl, rel=1e-5)
-    trainer.test(model, datamodule=datamodule)  # the current weights: the run's last step
+    trainer.test(model, datamodule=datamodule)  # the weights are still the first checkpoint's
+    assert float(trainer.callback_metrics["test/beta"]) == 0.75
+    trainer.fit_loop.max_epochs = 3
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
+    trainer.test(model, datamodule=datamodule)  # a fit's own weights: its last step, 9
     assert float(trainer.callback_metrics["test/beta"]) == 1.0
 
 

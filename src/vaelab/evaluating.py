@@ -67,9 +67,11 @@ def data_config(
 ) -> DictConfig:
     """The data to evaluate on: the checkpoint's own (``stored``), unless ``data=<name>`` chose another data set.
 
-    Choosing the same data set again (e.g. ``data=mnist data.data_dir=/elsewhere``) changes only the keys given on
-    the command line: the split, binarisation and seeds the model was trained and scored with stay the
-    checkpoint's, rather than silently becoming the group's defaults.
+    Choosing the same data set again (e.g. ``data=mnist data.data_dir=/elsewhere``) changes only the ``data.…`` keys
+    in ``overrides`` (the command line's): the split, binarisation and seeds the model was trained and scored with
+    stay the checkpoint's rather than silently becoming the group's defaults, and a log line names each value kept
+    that differs from the group's. The one exception is a ``data_dir`` that does not exist here (a checkpoint from
+    another machine): then the chosen config's is used.
     """
     if not chosen:
         if stored is None:
@@ -78,10 +80,21 @@ def data_config(
     if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
         return chosen
     merged = OmegaConf.create(stored)
+    given = set()
     for override in overrides:
         key = override.lstrip("+").split("=", 1)[0]
         if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
+            given.add(key.removeprefix("data."))
             OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
+    if "data_dir" not in given and not Path(str(merged.get("data_dir", "."))).exists():
+        log.info("%s was trained on data in %s, which is not here: using %s", path, merged.data_dir, chosen.data_dir)
+        merged.data_dir = chosen.data_dir
+        given.add("data_dir")
+    kept = [f"{k}={merged[k]!r} (the data group has {chosen[k]!r})"
+            for k in chosen if k not in given and k != "_target_" and k in merged and merged[k] != chosen[k]]
+    if kept:
+        log.warning("Evaluating with the checkpoint's data settings: %s. Give data.<key>=… to change one.",
+                    ", ".join(kept))
     return merged
 
 

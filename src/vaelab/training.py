@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
@@ -102,43 +103,70 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict
     return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
 
 
+def in_multirun() -> bool:
+    """Whether this is a job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def continues_its_run(ckpt: Path) -> bool:
+    """Whether ``ckpt`` is the ``last.ckpt`` of a run's ``checkpoints/`` folder, written by a ModelCheckpoint
+    that saved into that very folder: the one case where resuming should go on writing there."""
+    if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
+        return False
+    callbacks = torch.load(ckpt, map_location="cpu", weights_only=True).get("callbacks", {})
+    dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
+    return any(d is not None and Path(d).resolve() == ckpt.parent for d in dirpaths)
+
+
 def continue_in_checkpoint_run(cfg: DictConfig) -> dict[str, str]:
-    """Resuming from ``ckpt_path``: write checkpoints, and TensorBoard events, on where the checkpoint's run did.
+    """Resuming a run from its ``last.ckpt``: write checkpoints, and TensorBoard events, on where that run did.
 
     Hydra gives the resumed run a folder of its own (its config, log and ``metrics.json``), but Lightning restores
     the best score so far and the best checkpoints only when the checkpoint folder stays the same, and a
-    TensorBoard curve continues only in its own folder. Each is redirected only when it is configured in its
-    default place (``<run>/checkpoints``, ``<run>/tensorboard``); returns what was redirected.
+    TensorBoard curve continues only in its own folder. This is done only for a single run resuming a run's
+    ``last.ckpt`` (see :func:`continues_its_run`), and only for what is configured in its default place
+    (``<run>/checkpoints``, ``<run>/tensorboard``); a sweep over a checkpoint, or a start from any other
+    checkpoint, writes into its own folder and leaves the old run as it was. Returns what was redirected.
     """
-    ckpt_dir = Path(str(cfg.ckpt_path)).resolve().parent
+    ckpt = Path(str(cfg.ckpt_path)).resolve()
+    if in_multirun() or not continues_its_run(ckpt):
+        log.info("Starting from %s: this run writes its checkpoints into its own folder (the best score from "
+                 "before is not carried over)", ckpt)
+        return {}
     own = Path(str(cfg.paths.output_dir))
     moved = {}
     with open_dict(cfg):
         checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
         if checkpoint is not None and Path(str(checkpoint.get("dirpath"))) == own / "checkpoints":
-            checkpoint.dirpath = moved["checkpoints_dir"] = str(ckpt_dir)
+            checkpoint.dirpath = moved["checkpoints_dir"] = str(ckpt.parent)
         tensorboard = (cfg.get("logger") or {}).get("tensorboard")
-        old_events = ckpt_dir.parent / "tensorboard"
+        old_events = ckpt.parent.parent / "tensorboard"
         if (tensorboard is not None and Path(str(tensorboard.get("save_dir"))) == own / "tensorboard"
-                and ckpt_dir.name == "checkpoints" and old_events.is_dir()):
+                and old_events.is_dir()):
             tensorboard.save_dir = moved["tensorboard_dir"] = str(old_events)
     for what, where in moved.items():
-        log.info("Resuming %s: %s go on in %s", cfg.ckpt_path, what.removesuffix("_dir"), where)
+        log.info("Resuming %s: %s go on in %s", ckpt, what.removesuffix("_dir"), where)
     return moved
 
 
 def check_launcher(trainer: L.Trainer) -> None:
-    """Refuse Lightning's script-relaunching DDP inside a Hydra multirun, before anything runs.
+    """Refuse a DDP launcher that re-runs the command line inside a Hydra multirun, before anything runs.
 
-    ``trainer.strategy=ddp`` starts each extra process by running the command line again; under ``-m`` that command
-    line is the whole sweep, so every worker would start a sweep of its own (an Optuna worker its own study).
-    ``ddp_spawn`` starts the workers from inside the job instead.
+    Lightning's script launcher (``trainer.strategy=ddp``, also FSDP and DeepSpeed) starts each extra process by
+    running the command line again; under ``-m`` that command line is the whole sweep, so every worker would start
+    a sweep of its own (an Optuna worker its own study). ``ddp_spawn`` starts the workers from inside the job, and
+    a cluster (SLURM, torchrun) that starts the processes itself is fine too.
     """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and getattr(trainer.strategy, "_start_method", None) == "popen" and trainer.num_devices > 1:
+    strategy = trainer.strategy
+    relaunches = isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
+    environment = getattr(strategy, "cluster_environment", None)
+    external = environment is not None and environment.creates_processes_externally
+    if in_multirun() and relaunches and not external:
         raise ConfigError(
             "trainer.strategy=ddp cannot run inside a multirun (-m): Lightning starts each extra DDP process by "
             "running the command line again, which here is the whole sweep. Use trainer.strategy=ddp_spawn in a "
@@ -178,20 +206,25 @@ def train(cfg: DictConfig) -> float | None:
         else:  # not the seed of a job before this one in the same process (a Hydra sweep)
             os.environ.pop("PL_GLOBAL_SEED", None)
         if cfg.get("ckpt_path"):
-            record.update(resumed_from=str(cfg.ckpt_path), **continue_in_checkpoint_run(cfg))
+            record["resumed_from"] = str(Path(str(cfg.ckpt_path)).resolve())
+            record.update(continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
         check_launcher(trainer)
+        stage = "fit"
         try:
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            record.update(fit_record(trainer))
+            if cfg.get("test"):
+                stage = "test"
+                record.update(_test(trainer, model, datamodule))
+                record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
         except BaseException as err:
-            record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
+            if stage == "fit":
+                record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
             if isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
-                record.update(status="interrupted", error=f"interrupted in epoch {trainer.current_epoch}")
+                where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
+                record.update(status="interrupted", error=f"interrupted in {where}")
             raise
-        record.update(fit_record(trainer))
-        if cfg.get("test"):
-            record.update(_test(trainer, model, datamodule))
-            record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
         record["status"] = "interrupted" if trainer.interrupted else "completed"
     return optimized_value(cfg, record)
 

@@ -264,12 +264,14 @@ class AutoencoderModule(LightningModule):
         self._checkpoint_step = checkpoint.get("global_step")
 
     def teardown(self, stage: str) -> None:
-        self._checkpoint_step = None  # the next fit / test / validate starts from the weights as they are
+        if stage == "fit":  # the weights are now the fit's own; after a test they stay the loaded checkpoint's
+            self._checkpoint_step = None
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
-        if self.variational and self.schedule.length is not None:  # (counting the steps loads the train data)
+        # (counting the steps loads the train data; a fast_dev_run is not meant to train the schedule through)
+        if self.variational and self.schedule.length is not None and not self.trainer.fast_dev_run:
             message = outlasting_message(self.schedule, self.trainer.estimated_stepping_batches)
             if message:
                 rank_zero_warn(message)
