@@ -116,7 +116,10 @@ def continues_its_run(ckpt: Path) -> bool:
     that saved into that very folder: the one case where resuming should go on writing there."""
     if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
         return False
-    callbacks = torch.load(ckpt, map_location="cpu", weights_only=True).get("callbacks", {})
+    try:
+        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True).get("callbacks", {})
+    except Exception:  # not one of vaelab's checkpoints: Lightning reports it when it loads it
+        return False
     dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
     return any(d is not None and Path(d).resolve() == ckpt.parent for d in dirpaths)
 
