@@ -80,6 +80,11 @@ def test_choosing_the_same_data_again_keeps_the_checkpoints_split_and_binarisati
     moved = data_config(chosen, {**stored, "data_dir": "/no/such/folder"}, path, ["data=digits"])
     assert moved.data_dir == chosen.data_dir and moved.binarize == "static"  # a checkpoint from another machine
     assert data_config(None, stored, path, []) == stored
+    # keys without a group change just those keys; a missing stored folder gives way to this machine's default
+    keys = compose_eval(tmp_path, ["ckpt_path=x", "+data.eval_batch_size=20"]).data
+    only = data_config(keys, {**stored, "data_dir": "/no/such/folder"}, path, [], local_data_dir="/here")
+    assert only.eval_batch_size == 20 and only.binarize == "static" and only.data_dir == "/here"
+    assert data_config(None, {**stored, "data_dir": "/no"}, path, [], local_data_dir="/here").data_dir == "/here"
     other = compose_eval(tmp_path, ["ckpt_path=x", "data=mnist"]).data  # another data set: taken as chosen
     assert data_config(other, stored, path, ["data=mnist"]) == other
     with pytest.raises(ConfigError, match="data=<name>"):

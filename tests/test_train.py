@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from vaelab.callbacks.base import DashboardCallback
 from vaelab.errors import ConfigError, DataNotFoundError
-from vaelab.training import build, train
+from vaelab.training import build, check_launcher, train
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
@@ -296,9 +297,8 @@ def test_testing_a_checkpoint_reads_the_beta_schedule_at_its_step(tmp_path):
     assert float(metrics["test/loss"]) == pytest.approx(recon + 0.75 * kl, rel=1e-5)
     trainer.test(model, datamodule=datamodule)  # the weights are still the first checkpoint's
     assert float(trainer.callback_metrics["test/beta"]) == 0.75
-    trainer.fit_loop.max_epochs = 3
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(tmp_path / "run" / "checkpoints" / "last.ckpt"))
-    trainer.test(model, datamodule=datamodule)  # a fit's own weights: its last step, 9
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(first))  # epoch 1 again, from step 3 to 6
+    trainer.test(model, datamodule=datamodule)  # a fit's own weights: its last step (6), not the loaded one (3)
     assert float(trainer.callback_metrics["test/beta"]) == 1.0
 
 
@@ -308,3 +308,47 @@ def test_a_warmup_longer_than_training_is_warned_about(tmp_path):
         warnings.simplefilter("always")
         train(cfg)
     assert [w for w in caught if "warmup_steps=1000 steps but this run trains 3" in str(w.message)]
+
+
+class InterruptTesting(Callback):
+    def on_test_start(self, trainer, pl_module) -> None:
+        raise KeyboardInterrupt
+
+
+def test_ctrl_c_while_testing_keeps_the_fit_and_says_where_it_stopped(tmp_path):
+    cfg = compose_train(tmp_path, ["logger=none", "callbacks=minimal",
+                                   "+callbacks.interrupt._target_=test_train.InterruptTesting"])
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    record = read_metrics(tmp_path / "run")
+    assert record["status"] == "interrupted" and record["error"] == "interrupted in testing, after fitting"
+    assert record["val"]["val/elbo"] < 0 and Path(record["best_ckpt"]).is_file() and "test" not in record
+
+
+@pytest.mark.parametrize(
+    ("processes", "external", "refused"), [(2, False, True), (1, False, False), (2, True, False)],
+    ids=["two local processes", "one process", "started by the cluster"],
+)
+def test_script_launcher_is_refused_in_a_multirun_only_when_it_would_relaunch(monkeypatch, processes, external,
+                                                                              refused):
+    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    # Lightning's script launcher (a subclass, so isinstance holds) that starts nothing
+    launcher = type("FakeLauncher", (_SubprocessScriptLauncher,), {"__init__": lambda self: None})()
+    launcher.num_processes = processes
+    strategy = types.SimpleNamespace(
+        launcher=launcher, cluster_environment=types.SimpleNamespace(creates_processes_externally=external)
+    )
+    trainer = types.SimpleNamespace(strategy=strategy)
+    monkeypatch.setattr("vaelab.training.in_multirun", lambda: True)
+    if refused:
+        with pytest.raises(ConfigError, match="ddp_spawn"):
+            check_launcher(trainer)
+    else:
+        check_launcher(trainer)
+    monkeypatch.setattr("vaelab.training.in_multirun", lambda: False)
+    check_launcher(trainer)  # a single run is never refused

@@ -52,7 +52,8 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
     device = _device(cfg.device)
     model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    data = data_config(cfg.get("data"), checkpoint.get("vaelab_data"), path, command_line_overrides())
+    data = data_config(cfg.get("data"), checkpoint.get("vaelab_data"), path, command_line_overrides(),
+                       local_data_dir=cfg.paths.get("data_dir"))
     datamodule = instantiate(data)
     if tuple(datamodule.image_shape) != tuple(model.image_shape):
         raise ConfigError(
@@ -63,38 +64,46 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
 
 
 def data_config(
-    chosen: DictConfig | None, stored: dict[str, Any] | None, path: Path, overrides: list[str]
+    chosen: DictConfig | None, stored: dict[str, Any] | None, path: Path, overrides: list[str],
+    local_data_dir: str | None = None,
 ) -> DictConfig:
     """The data to evaluate on: the checkpoint's own (``stored``), unless ``data=<name>`` chose another data set.
 
-    Choosing the same data set again (e.g. ``data=mnist data.data_dir=/elsewhere``) changes only the ``data.…`` keys
-    in ``overrides`` (the command line's): the split, binarisation and seeds the model was trained and scored with
-    stay the checkpoint's rather than silently becoming the group's defaults, and a log line names each value kept
-    that differs from the group's. The one exception is a ``data_dir`` that does not exist here (a checkpoint from
-    another machine): then the chosen config's is used.
+    Choosing the same data set again (e.g. ``data=mnist data.batch_size=500``) changes only the ``data.…`` keys in
+    ``overrides`` (the command line's), and keys given without a group (``+data.data_dir=/here``) change just
+    those: the split, binarisation and seeds the model was trained and scored with stay the checkpoint's rather
+    than silently becoming a group's defaults, and a log line names each kept value that differs from the group's.
+    A stored ``data_dir`` that does not exist here (a checkpoint from another machine) gives way to the chosen
+    group's, or to ``local_data_dir``.
     """
-    if not chosen:
-        if stored is None:
-            raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
-        return OmegaConf.create(stored)
-    if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
-        return chosen
+    if chosen and "_target_" in chosen:
+        if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
+            return chosen
+    if stored is None:
+        raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
     merged = OmegaConf.create(stored)
-    given = set()
-    for override in overrides:
-        key = override.lstrip("+").split("=", 1)[0]
-        if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
-            given.add(key.removeprefix("data."))
-            OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
-    if "data_dir" not in given and not Path(str(merged.get("data_dir", "."))).exists():
-        log.info("%s was trained on data in %s, which is not here: using %s", path, merged.data_dir, chosen.data_dir)
-        merged.data_dir = chosen.data_dir
+    if chosen and "_target_" not in chosen:  # only keys, no group: every one of them was given
+        given = {str(k) for k in chosen}
+        merged = OmegaConf.merge(merged, chosen)
+    else:
+        given = set()
+        for override in overrides:
+            key = override.lstrip("+").split("=", 1)[0]
+            if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
+                given.add(key.removeprefix("data."))
+                OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
+    local = chosen.get("data_dir") if chosen else None
+    local = local or local_data_dir
+    if "data_dir" not in given and local is not None and not Path(str(merged.get("data_dir", "."))).exists():
+        log.info("%s was trained on data in %s, which is not here: using %s", path, merged.data_dir, local)
+        merged.data_dir = local
         given.add("data_dir")
-    kept = [f"{k}={merged[k]!r} (the data group has {chosen[k]!r})"
-            for k in chosen if k not in given and k != "_target_" and k in merged and merged[k] != chosen[k]]
-    if kept:
-        log.warning("Evaluating with the checkpoint's data settings: %s. Give data.<key>=… to change one.",
-                    ", ".join(kept))
+    if chosen and "_target_" in chosen:
+        kept = [f"{k}={merged[k]!r} (the data group has {chosen[k]!r})"
+                for k in chosen if k not in given and k != "_target_" and k in merged and merged[k] != chosen[k]]
+        if kept:
+            log.warning("Evaluating with the checkpoint's data settings: %s. Give data.<key>=… to change one.",
+                        ", ".join(kept))
     return merged
 
 

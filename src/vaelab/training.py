@@ -117,7 +117,7 @@ def continues_its_run(ckpt: Path) -> bool:
     if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
         return False
     try:
-        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True).get("callbacks", {})
+        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
     except Exception:  # not one of vaelab's checkpoints: Lightning reports it when it loads it
         return False
     dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
@@ -166,7 +166,8 @@ def check_launcher(trainer: L.Trainer) -> None:
     from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
     strategy = trainer.strategy
-    relaunches = isinstance(getattr(strategy, "launcher", None), _SubprocessScriptLauncher)
+    launcher = getattr(strategy, "launcher", None)
+    relaunches = isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
     environment = getattr(strategy, "cluster_environment", None)
     external = environment is not None and environment.creates_processes_externally
     if in_multirun() and relaunches and not external:
