@@ -253,18 +253,22 @@ class InterruptAfterValidation(Callback):
             raise KeyboardInterrupt
 
 
-def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path):
+@pytest.fixture
+def sigint_restored():
+    """Lightning ignores further Ctrl-C after handling one; give the test session its handler back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path, sigint_restored):
     cfg = compose_train(
         tmp_path,
         ["trainer.max_epochs=3", "+callbacks.slow._target_=test_train.SlowDrawing",
          "+callbacks.interrupt._target_=test_train.InterruptAfterValidation"],
     )
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends in sys.exit(1)
-            train(cfg)
-    finally:
-        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C from then on
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends in sys.exit(1)
+        train(cfg)
     record = read_metrics(tmp_path / "run")
     assert record["status"] == "interrupted" and record["error"] == "interrupted in epoch 1"
     assert record["epochs"] == 1 and record["global_step"] == 6
@@ -315,15 +319,11 @@ class InterruptTesting(Callback):
         raise KeyboardInterrupt
 
 
-def test_ctrl_c_while_testing_keeps_the_fit_and_says_where_it_stopped(tmp_path):
+def test_ctrl_c_while_testing_keeps_the_fit_and_says_where_it_stopped(tmp_path, sigint_restored):
     cfg = compose_train(tmp_path, ["logger=none", "callbacks=minimal",
                                    "+callbacks.interrupt._target_=test_train.InterruptTesting"])
-    handler = signal.getsignal(signal.SIGINT)
-    try:
-        with pytest.raises(SystemExit):
-            train(cfg)
-    finally:
-        signal.signal(signal.SIGINT, handler)
+    with pytest.raises(SystemExit):
+        train(cfg)
     record = read_metrics(tmp_path / "run")
     assert record["status"] == "interrupted" and record["error"] == "interrupted in testing, after fitting"
     assert record["val"]["val/elbo"] < 0 and Path(record["best_ckpt"]).is_file() and "test" not in record

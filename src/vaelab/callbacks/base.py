@@ -59,11 +59,17 @@ class DashboardCallback(Callback):
         self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
         self._pending.append(self._executor.submit(render))
 
-    def wait(self) -> None:
-        """Finish every drawing in flight (re-raising a drawing's error here rather than dropping it)."""
+    def wait(self, reraise: bool = True) -> None:
+        """Finish every drawing in flight, re-raising a drawing's error here rather than dropping it (or, with
+        ``reraise=False``, when another error is already in hand, logging it)."""
         pending, self._pending = self._pending, []
         for future in pending:
-            future.result()
+            try:
+                future.result()
+            except Exception:
+                if reraise:
+                    raise
+                log.exception("%s: a drawing failed while training stopped", type(self).__name__)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.wait()  # before Lightning finalises the loggers
@@ -71,12 +77,7 @@ class DashboardCallback(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Training stopped on an error or Ctrl-C: write the drawings still in flight before Lightning closes the
         loggers (it calls this hook first); a drawing's own error is logged, not raised over the one in hand."""
-        pending, self._pending = self._pending, []
-        for future in pending:
-            try:
-                future.result()
-            except Exception:
-                log.exception("%s: a drawing failed while training stopped", type(self).__name__)
+        self.wait(reraise=False)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.wait()
