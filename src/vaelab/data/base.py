@@ -9,6 +9,7 @@ Batches travel as uint8 and become floats in [0, 1] on the device, in ``on_after
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -95,16 +96,24 @@ class ImageDataModule(LightningDataModule):
         """Fetch the data set's files if it has any to fetch (called once, on rank 0, by ``prepare_data``)."""
 
     # ------------------------------------------------------------------ decoding, once
-    def _cache_path(self, train: bool) -> Path:
-        # the sources' contents, not their times: a same-sized file of other data copied with its times kept (KMNIST
-        # has MNIST's sizes) must not be served from the old cache; hashing MNIST's 55 MB takes about 0.1 s
-        stamp = [CACHE_VERSION, self.name, train]
+    @functools.cached_property
+    def _source_hashes(self) -> list[str]:
+        """Names and SHA-1s of the source files, read once per DataModule (both splits' cache paths use them).
+
+        The contents, not the files' times: a same-sized file of other data copied with its times kept (KMNIST has
+        MNIST's sizes) must not be served from the old cache; hashing MNIST's 55 MB takes about 0.1 s.
+        """
+        hashes = []
         for f in self.source_files():
             digest = hashlib.sha1()
             with f.open("rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):  # (hashlib.file_digest needs Python 3.11)
                     digest.update(block)
-            stamp += [f.name, digest.hexdigest()]
+            hashes += [f.name, digest.hexdigest()]
+        return hashes
+
+    def _cache_path(self, train: bool) -> Path:
+        stamp = [CACHE_VERSION, self.name, train, *self._source_hashes]
         digest = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:12]
         return self.data_dir / "vaelab_cache" / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
 
