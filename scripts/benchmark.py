@@ -44,9 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("VAELAB_ROOT", str(ROOT))
 
+from vaelab.tasks.runtime import skip_failing_nvml_probe  # noqa: E402
+
 from vaelab.data import FashionMNISTDataModule, MNISTDataModule  # noqa: E402
 from vaelab.data.idx import write_random_mnist_layout  # noqa: E402
-from vaelab.runtime import skip_failing_nvml_probe  # noqa: E402
 
 FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST", FashionMNISTDataModule)}
 
@@ -124,8 +125,7 @@ def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
-
-    from vaelab.training import build
+    from vaelab.tasks.train import build
 
     GlobalHydra.instance().clear()
     out = tempfile.mkdtemp(prefix="vaelab-bench-")
@@ -176,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     # Importing vaelab imports Lightning, which makes every Adam step of a CUDA build of PyTorch on a machine
-    # without NVML retry loading it; vaelab's training switches that off (vaelab.runtime). Do it before any
+    # without NVML retry loading it; vaelab's training switches that off (vaelab.tasks.runtime). Do it before any
     # variant, so that the hand-written loops run as they would in a script that never imported Lightning.
     skip_failing_nvml_probe()
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("VAELAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
-from vaelab.evaluating import run_evaluation  # noqa: E402
+from vaelab.tasks.evaluate import run_evaluation  # noqa: E402
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

@@ -17,16 +17,17 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelab import figures
-from vaelab.callbacks import KLPerDimension, LatentScatter, LatentTraversal, PriorSamples, ReconstructionGrid
+from vaelab.callbacks import KLPerDimension, LatentScatter, LatentTraversal, PriorSamples, ReconstructionGrid, figures
 from vaelab.data import DigitsDataModule
 from vaelab.models.autoencoder import AutoencoderModule
-from vaelab.models.objectives import kl_per_dimension
+from vaelab.models.distributions import kl_per_dimension
 from vaelab.models.output import AutoencoderOutput
 
 PAD = 2  # make_grid's padding in image_grid
 PAD_VALUE = 0.5
 SIDE = 8  # the digits are 8×8
+
+AE = {"_target_": "vaelab.models.objectives.Reconstruction"}  # the deterministic autoencoder
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -54,7 +55,8 @@ class RecordingWriter:
 
 def make_module(latent_dim: int = 4, variational: bool = True, seed: int = 0) -> AutoencoderModule:
     torch.manual_seed(seed)
-    return AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=latent_dim, variational=variational).eval()
+    return AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=latent_dim,
+                             objective=None if variational else AE).eval()
 
 
 def make_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +72,7 @@ def forward(module: AutoencoderModule, x: torch.Tensor) -> AutoencoderOutput:
 def hand_made_output(x_out: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None, likelihood=None):
     zeros = torch.zeros(len(mu))
     return AutoencoderOutput(x_out=x_out, z=mu, mu=mu, logvar=logvar, recon=zeros, kl=zeros, loss=zeros.sum(),
-                             beta=1.0, likelihood=likelihood)
+                             weights={"beta": 1.0}, likelihood=likelihood)
 
 
 def draw(callback, module, x, y, out, step: int = 7, writer: RecordingWriter | None = None) -> RecordingWriter:

@@ -13,8 +13,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from vaelab.errors import ConfigError
-from vaelab.evaluating import data_config, run_evaluation
-from vaelab.training import train
+from vaelab.tasks.evaluate import data_config, run_evaluation
+from vaelab.tasks.train import train
 
 
 def compose_eval(tmp_path, overrides):

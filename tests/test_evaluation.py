@@ -1,4 +1,4 @@
-"""Tests of vaelab.evaluation.
+"""Tests of vaelab.metrics.likelihood and vaelab.metrics.active_units.
 
 The central check is probabilistic PCA (Tipping & Bishop 1999), where log p(x) is known exactly:
 z ~ N(0, I_d), x | z ~ N(W z + b, σ² I_D), so p(x) = N(b, W Wᵀ + σ² I) and the posterior is
@@ -14,20 +14,17 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from vaelab.evaluation import (
-    active_units,
-    bits_per_dim,
-    evaluate,
-    importance_weighted_bound,
-    posterior_mean_variance,
-)
+from vaelab.metrics.active_units import active_units, posterior_mean_variance
+from vaelab.metrics.likelihood import bits_per_dim, evaluate, importance_weighted_bound
 from vaelab.models import AutoencoderModule
-from vaelab.models.objectives import GaussianLikelihood
+from vaelab.models.likelihoods import GaussianLikelihood
 
 DTYPE = torch.float64
 IMAGE_SHAPE = (1, 2, 3)  # D = 6 pixels
 LATENT = 2
 SIGMA = 0.5
+
+AE = {"_target_": "vaelab.models.objectives.Reconstruction"}  # the deterministic autoencoder
 
 
 class PPCAModel:
@@ -204,7 +201,7 @@ def test_bound_encodes_once_and_checks_arguments(imperfect: PPCAModel) -> None:
 
 def test_bound_refuses_a_deterministic_autoencoder() -> None:
     torch.manual_seed(0)
-    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, variational=False)
+    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, objective=AE)
     with pytest.raises(ValueError, match="variational"):
         importance_weighted_bound(ae, torch.rand(3, 1, 8, 8), 5)
 
@@ -312,7 +309,7 @@ def test_evaluate_vae_without_iw_and_mode_restored() -> None:
 
 def test_evaluate_autoencoder_gives_none_for_vae_only_keys() -> None:
     torch.manual_seed(0)
-    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, variational=False)
+    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, objective=AE)
     x, batches = _data()
     result = evaluate(ae, [xb for xb, _ in batches], k=10)  # bare tensors are accepted too
     assert set(result) == KEYS

@@ -12,6 +12,8 @@ SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 64, 64), (3, 13, 17), (2, 4, 
 PAIRS = [(MLPEncoder, MLPDecoder), (ConvEncoder, ConvDecoder)]
 PAIR_IDS = ["mlp", "conv"]
 
+AE = {"_target_": "vaelab.models.objectives.Reconstruction"}  # the deterministic autoencoder
+
 
 def _small(cls):
     return (
@@ -78,7 +80,8 @@ CONV_NET = {
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)], ids=lambda s: "x".join(map(str, s)))
 def test_autoencoder_with_conv_net(shape, variational):
     torch.manual_seed(0)
-    model = AutoencoderModule(image_shape=list(shape), latent_dim=4, variational=variational, net=CONV_NET)
+    model = AutoencoderModule(image_shape=list(shape), latent_dim=4, net=CONV_NET,
+                              objective=None if variational else AE)
     x = torch.rand(3, *shape)
     out = model(x)
     assert out.x_out.shape == out.x_mean.shape == x.shape

@@ -1,4 +1,5 @@
-"""β schedules (vaelab.models.schedules): known values, periodicity, purity, checks, use in the loss."""
+"""β schedules (vaelab.models.schedules) and capacity control's C (vaelab.models.objectives.Capacity): known values,
+periodicity, purity, checks, use in the loss."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ import pytest
 import torch
 
 from vaelab.models import AutoencoderModule
-from vaelab.models.schedules import CapacityControl, ConstantBeta, CyclicalBeta, LinearWarmup, outlasting_message
+from vaelab.models.objectives import Capacity
+from vaelab.models.schedules import ConstantBeta, CyclicalBeta, LinearWarmup, outlasting_message
+
+CAPACITY = {"_target_": "vaelab.models.objectives.Capacity"}
 
 
 def test_constant_beta():
     s = ConstantBeta(beta=4.0)
     assert [s(k) for k in (0, 1, 10, 10**7)] == [4.0] * 4
-    assert s.capacity(0) == s.capacity(10**7) == 0.0
-    assert not s.uses_capacity
     assert ConstantBeta()(5) == 1.0
 
 
@@ -24,7 +26,6 @@ def test_linear_warmup_known_values():
     assert [s(k) for k in (-3, 0, 1, 5, 10, 11, 1000)] == pytest.approx([0.0, 0.0, 0.2, 1.0, 2.0, 2.0, 2.0])
     offset = LinearWarmup(beta=1.5, warmup_steps=4, start=0.5)
     assert [offset(k) for k in (0, 1, 2, 4, 8)] == pytest.approx([0.5, 0.75, 1.0, 1.5, 1.5])
-    assert s.capacity(5) == 0.0 and not s.uses_capacity
 
 
 def test_cyclical_known_values_and_period():
@@ -38,9 +39,8 @@ def test_cyclical_known_values_and_period():
 
 
 def test_capacity_rises_linearly_then_clamps():
-    s = CapacityControl(beta=1000.0, c_max=25.0, capacity_steps=100)
-    assert s.uses_capacity
-    assert [s(k) for k in (0, 50, 10**6)] == [1000.0] * 3  # γ is constant
+    s = Capacity(c_max=25.0, capacity_steps=100, schedule=ConstantBeta(beta=1000.0))
+    assert [s.weights(k)["beta"] for k in (0, 50, 10**6)] == [1000.0] * 3  # γ is constant
     for k in range(0, 101, 7):
         assert s.capacity(k) == pytest.approx(0.25 * k)
     assert [s.capacity(k) for k in (100, 101, 5000)] == [25.0] * 3
@@ -53,16 +53,17 @@ def test_capacity_rises_linearly_then_clamps():
         ConstantBeta(beta=2.0),
         LinearWarmup(beta=2.0, warmup_steps=17),
         CyclicalBeta(beta=2.0, cycle_steps=13, ramp_fraction=0.3),
-        CapacityControl(beta=2.0, c_max=5.0, capacity_steps=23),
+        Capacity(c_max=5.0, capacity_steps=23, schedule=ConstantBeta(beta=2.0)),
     ],
     ids=lambda s: type(s).__name__,
 )
 def test_schedules_are_pure_functions_of_the_step(schedule):
+    value = schedule.weights if isinstance(schedule, Capacity) else schedule
     steps = list(range(60))
-    forward = [(schedule(k), schedule.capacity(k)) for k in steps]
-    backward = [(schedule(k), schedule.capacity(k)) for k in reversed(steps)][::-1]
+    forward = [value(k) for k in steps]
+    backward = [value(k) for k in reversed(steps)][::-1]
     shuffled = torch.randperm(60, generator=torch.Generator().manual_seed(0)).tolist()
-    by_shuffle = dict((k, (schedule(k), schedule.capacity(k))) for k in shuffled)
+    by_shuffle = dict((k, value(k)) for k in shuffled)
     assert forward == backward == [by_shuffle[k] for k in steps]
 
 
@@ -76,8 +77,8 @@ def test_schedules_are_pure_functions_of_the_step(schedule):
         lambda: CyclicalBeta(cycle_steps=0),
         lambda: CyclicalBeta(ramp_fraction=0.0),
         lambda: CyclicalBeta(ramp_fraction=1.5),
-        lambda: CapacityControl(c_max=-1.0),
-        lambda: CapacityControl(capacity_steps=0),
+        lambda: Capacity(c_max=-1.0),
+        lambda: Capacity(capacity_steps=0),
     ],
 )
 def test_invalid_arguments_raise(make):
@@ -88,9 +89,10 @@ def test_invalid_arguments_raise(make):
 # ----------------------------------------------------------------------------------------- through the model
 
 
-def _model(schedule: dict, beta: float) -> AutoencoderModule:
+def _model(schedule: dict | None, beta: float, objective: dict | None = None) -> AutoencoderModule:
     torch.manual_seed(0)
-    return AutoencoderModule(image_shape=[1, 8, 8], latent_dim=3, beta=beta, beta_schedule=schedule)
+    return AutoencoderModule(image_shape=[1, 8, 8], latent_dim=3, beta=beta, beta_schedule=schedule,
+                             objective=objective)
 
 
 def _at_step(model: AutoencoderModule, step: int) -> None:
@@ -102,9 +104,7 @@ X = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
 def test_capacity_control_loss():
-    model = _model(
-        {"_target_": "vaelab.models.schedules.CapacityControl", "c_max": 5.0, "capacity_steps": 10}, 2.0
-    )
+    model = _model(None, 2.0, {**CAPACITY, "c_max": 5.0, "capacity_steps": 10})
     out = model(X)  # no trainer: step 0, C = 0
     assert (out.beta, out.capacity) == (2.0, 0.0)
     torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (out.kl.mean() - 0.0).abs())
@@ -133,6 +133,6 @@ def test_a_schedule_longer_than_training_is_reported_with_its_fix():
     assert "model.beta_schedule.warmup_steps" in message
     assert outlasting_message(warmup, 1000) is None and outlasting_message(warmup, float("inf")) is None
     assert "cycle_steps=1000" in outlasting_message(CyclicalBeta(beta=1.0, cycle_steps=1000), 999)
-    capacity = outlasting_message(CapacityControl(beta=1000.0, c_max=25.0, capacity_steps=100_000), 1000)
-    assert "C ends at 0.25 of c_max=25 nats" in capacity
+    capacity = outlasting_message(Capacity(c_max=25.0, capacity_steps=100_000, schedule=ConstantBeta(1000.0)), 1000)
+    assert "C ends at 0.25 of c_max=25 nats" in capacity and "model.objective.capacity_steps" in capacity
     assert outlasting_message(ConstantBeta(beta=4.0), 1) is None

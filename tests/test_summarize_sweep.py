@@ -1,9 +1,9 @@
-"""scripts/summarize_sweep.py on hand-written multirun folders (no training involved)."""
+"""The sweep summary (vaelab.reports.sweep and its command line scripts/summarize_sweep.py) on hand-written multirun
+folders (no training involved)."""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from vaelab.reports import sweep as sweep_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "summarize_sweep.py"
@@ -89,18 +91,6 @@ def run_script(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def load_script() -> ModuleType:
-    """Import the script as a module (registered in sys.modules while loading: its dataclass needs that)."""
-    spec = importlib.util.spec_from_file_location("summarize_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        del sys.modules[spec.name]
-    return module
-
-
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -112,7 +102,8 @@ def read_metrics(sweep: Path, job: str) -> dict:
 
 @pytest.fixture(scope="module")
 def script() -> ModuleType:
-    return load_script()
+    """The sweep summary's logic, imported from the package (the script is a thin command line over it)."""
+    return sweep_report
 
 
 def test_cli_writes_csv_md_png_and_reports_failures(sweep: Path) -> None:

@@ -14,7 +14,7 @@ from conftest import ROOT, compose_train
 from hydra.utils import instantiate
 
 from vaelab.data.idx import write_random_mnist_layout
-from vaelab.training import train
+from vaelab.tasks.train import train
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
 QUICK = ["trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",

@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from vaelab.callbacks.base import DashboardCallback
 from vaelab.errors import ConfigError, DataNotFoundError
-from vaelab.training import build, check_launcher, train
+from vaelab.tasks.train import build, check_launcher, train
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
 
@@ -111,7 +111,7 @@ def test_other_starts_from_a_checkpoint_leave_its_run_alone(tmp_path, monkeypatc
     before = sorted(p.name for p in checkpoints.iterdir())
     start = checkpoints / ("epoch_000.ckpt" if case == "another checkpoint" else "last.ckpt")
     if case == "a multirun":  # every job of a sweep over a checkpoint must write into its own folder
-        monkeypatch.setattr("vaelab.training.in_multirun", lambda: True)
+        monkeypatch.setattr("vaelab.tasks.resume.in_multirun", lambda: True)
     cfg = compose_train(tmp_path / "b", ["trainer.max_epochs=3", "logger=none", "callbacks=minimal", "test=false",
                                          f"ckpt_path={start}"])
     train(cfg)
@@ -344,11 +344,11 @@ def test_script_launcher_is_refused_in_a_multirun_only_when_it_would_relaunch(mo
         launcher=launcher, cluster_environment=types.SimpleNamespace(creates_processes_externally=external)
     )
     trainer = types.SimpleNamespace(strategy=strategy)
-    monkeypatch.setattr("vaelab.training.in_multirun", lambda: True)
+    monkeypatch.setattr("vaelab.tasks.train.in_multirun", lambda: True)
     if refused:
         with pytest.raises(ConfigError, match="ddp_spawn"):
             check_launcher(trainer)
     else:
         check_launcher(trainer)
-    monkeypatch.setattr("vaelab.training.in_multirun", lambda: False)
+    monkeypatch.setattr("vaelab.tasks.train.in_multirun", lambda: False)
     check_launcher(trainer)  # a single run is never refused

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torchvision.utils import make_grid
 
 from vaelab.callbacks.base import DashboardCallback
-from vaelab.models.objectives import kl_per_dimension
+from vaelab.models.distributions import kl_per_dimension
 
 
 def upscale(images: torch.Tensor, min_side: int) -> torch.Tensor:

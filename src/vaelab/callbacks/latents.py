@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaelab import figures
+from vaelab.callbacks import figures
 from vaelab.callbacks.base import DashboardCallback
-from vaelab.models.objectives import kl_per_dimension
+from vaelab.models.distributions import kl_per_dimension
 
 
 class LatentScatter(DashboardCallback):

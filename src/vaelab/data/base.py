@@ -21,12 +21,11 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from vaelab import rules
 from vaelab.data.loaders import ShardSampler, TensorBatchLoader
 
 log = logging.getLogger(__name__)
 
-LOADERS = ("tensor", "dataloader")
-BINARIZE = ("none", "dynamic", "static")
 CACHE_VERSION = 2  # bump when a data set's decoding or fixed split changes
 
 
@@ -68,14 +67,10 @@ class ImageDataModule(LightningDataModule):
         cache: bool = True,
     ) -> None:
         super().__init__()
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0.0 <= float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if loader not in LOADERS:
-            raise ValueError(f"unknown loader {loader!r}: choose one of {', '.join(LOADERS)}")
-        if binarize not in BINARIZE:
-            raise ValueError(f"unknown binarize {binarize!r}: choose one of {', '.join(BINARIZE)}")
+        for key, value in [("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
+                           ("val_fraction", val_fraction), ("loader", loader), ("binarize", binarize)]:
+            if value is not None:
+                rules.check(f"data.{key}", value)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = int(batch_size)
@@ -241,6 +236,14 @@ class ImageDataModule(LightningDataModule):
         return x, labels
 
     # ------------------------------------------------------------------ for callbacks and evaluation
+    @property
+    def num_train_images(self) -> int:
+        """N, the number of training images (all processes together): what estimates of the aggregate posterior
+        q(z) = (1/N) Σ_n q(z | x_n) need (β-TC-VAE)."""
+        if not self.splits:
+            self.setup()
+        return len(self.splits["train"][0])
+
     @staticmethod
     def to_float(images: torch.Tensor) -> torch.Tensor:
         """uint8 images to floats in [0, 1]."""

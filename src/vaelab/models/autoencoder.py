@@ -1,9 +1,8 @@
-"""One LightningModule for the deterministic autoencoder, the VAE and the β-VAE.
+"""One LightningModule for every autoencoder: the encoder/decoder pass here, the loss in an objective.
 
-* AE  (``variational=False``): loss = recon.
-* VAE (``variational=True, beta=1``): loss = recon + KL, the negative ELBO (Kingma & Welling 2014, eq. 10).
-* β-VAE (``variational=True, beta=β``): loss = recon + β·KL (Higgins et al. 2017, eq. 4), or a schedule of β
-  (:mod:`vaelab.models.schedules`).
+The module encodes, draws z (for a Gaussian q(z|x)), decodes and computes the per-image reconstruction error and
+closed-form KL; the objective (:mod:`vaelab.models.objectives`, chosen by ``model/objective``) turns that pass into
+the loss: the AE's reconstruction error, the (β-)VAE's ELBO, capacity control, β-TC-VAE, IWAE.
 
 All terms are summed over pixels and latent dimensions and averaged over the batch (nats per image).
 """
@@ -20,14 +19,12 @@ from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
 
-from vaelab.models.objectives import (
-    ACTIVE_UNIT_THRESHOLD,
-    LIKELIHOODS,
-    kl_to_standard_normal,
-    make_likelihood,
-    reparameterize,
-)
+from vaelab import rules
+from vaelab.metrics.active_units import ActiveUnits
+from vaelab.models.distributions import kl_to_standard_normal, reparameterize
+from vaelab.models.likelihoods import make_likelihood
 from vaelab.models.output import AutoencoderOutput
 from vaelab.models.schedules import outlasting_message
 
@@ -37,6 +34,9 @@ DEFAULT_NET = {
 }
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
+DEFAULT_OBJECTIVE = {"_target_": "vaelab.models.objectives.Elbo"}
+#: the epoch sums every objective logs, before its own terms
+BASE_TERMS = ("loss", "recon", "kl")
 
 
 def _plain(cfg: Any) -> Any:
@@ -47,13 +47,16 @@ def _plain(cfg: Any) -> Any:
 
 
 class AutoencoderModule(LightningModule):
-    """Autoencoder, VAE or β-VAE, by configuration.
+    """An autoencoder trained with the objective of its configuration.
 
     Args:
         image_shape: (channels, height, width) of the data, filled in from the DataModule.
         latent_dim: size of the code z.
-        variational: False for a deterministic autoencoder, True for a VAE.
-        beta: the target weight of the KL term (1 for the VAE, e.g. 4 for a β-VAE; γ for capacity control).
+        objective: a ``_target_`` config of an objective from :mod:`vaelab.models.objectives` (default: the ELBO);
+            it receives the β schedule. Whether the encoder is Gaussian (a VAE) or a point (an AE) is the
+            objective's ``variational``.
+        beta: the target weight of the schedule (1 for the VAE, e.g. 4 for a β-VAE; γ for capacity control; the
+            weight of the total correlation for β-TC-VAE).
         beta_schedule: a ``_target_`` config of a schedule from :mod:`vaelab.models.schedules`; it receives ``beta``.
         likelihood: ``bernoulli`` (decoder outputs logits) or ``gaussian`` (decoder outputs means).
         likelihood_std: the fixed standard deviation of the Gaussian likelihood.
@@ -70,7 +73,7 @@ class AutoencoderModule(LightningModule):
         self,
         image_shape: Sequence[int],
         latent_dim: int = 16,
-        variational: bool = True,
+        objective: Mapping[str, Any] | None = None,
         beta: float = 1.0,
         beta_schedule: Mapping[str, Any] | None = None,
         likelihood: str = "bernoulli",
@@ -85,22 +88,28 @@ class AutoencoderModule(LightningModule):
     ) -> None:
         super().__init__()
         image_shape = [int(s) for s in _plain(image_shape)]
+        objective = _plain(objective) or dict(DEFAULT_OBJECTIVE)
         beta_schedule = _plain(beta_schedule) or dict(DEFAULT_SCHEDULE)
         net = _plain(net) or DEFAULT_NET
         optimizer = _plain(optimizer) or dict(DEFAULT_OPTIMIZER)
         scheduler = _plain(scheduler)
-        if int(latent_dim) < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}: choose one of {', '.join(LIKELIHOODS)}")
+        rules.check("model.latent_dim", latent_dim)
+        rules.check("model.beta", beta)
+        rules.check("model.likelihood", likelihood)
         # Everything above is primitives now, so the checkpoint alone rebuilds the model (eval.py relies on it).
         self.save_hyperparameters(logger=False)
 
         self.image_shape = tuple(image_shape)
         self.latent_dim = int(latent_dim)
-        self.variational = bool(variational)
         self.likelihood = make_likelihood(likelihood, likelihood_std)
-        self.schedule = instantiate(beta_schedule, beta=float(beta))
+        schedule = instantiate(beta_schedule, beta=float(beta))
+        # (a partial, so the schedule object is handed over as it is, not turned into a config by Hydra)
+        self.objective = instantiate(objective, _partial_=True)(schedule=schedule)
+        self.variational = bool(self.objective.variational)
+        #: the posterior means' statistics for the active units of val and test (a VAE's only)
+        self.code_stats = nn.ModuleDict(
+            {stage: ActiveUnits(self.latent_dim) for stage in ("val", "test")} if self.variational else {}
+        )
         n_out = 2 * self.latent_dim if self.variational else self.latent_dim
         self.encoder = instantiate(net["encoder"], image_shape=image_shape, out_features=n_out)
         self.decoder = instantiate(net["decoder"], image_shape=image_shape, latent_dim=self.latent_dim)
@@ -131,14 +140,6 @@ class AutoencoderModule(LightningModule):
         z = torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(self.device)
         return self.likelihood.mean(self.decode(z))
 
-    def _terms(self, x: torch.Tensor):
-        mu, logvar = self.encode(x)
-        z = mu if logvar is None else reparameterize(mu, logvar)
-        x_out = self.decode(z)
-        recon = self.likelihood.nll(x_out, x)
-        kl = recon.new_zeros(recon.shape) if logvar is None else kl_to_standard_normal(mu, logvar)
-        return x_out, z, mu, logvar, recon, kl
-
     def schedule_step(self) -> int:
         """The step the β schedule is read at: the trainer's, or, when testing (or validating) weights loaded from a
         checkpoint, such as the best one after fitting, the step those weights were saved at, so ``test/beta`` and
@@ -150,24 +151,18 @@ class AutoencoderModule(LightningModule):
         return self.global_step
 
     def forward(self, x: torch.Tensor) -> AutoencoderOutput:
-        x_out, z, mu, logvar, recon, kl = self._terms(x)
+        """The pass (encode, draw z, decode, reconstruction error and KL per image), then the objective's loss."""
+        mu, logvar = self.encode(x)
+        z = mu if logvar is None else reparameterize(mu, logvar)
+        x_out = self.decode(z)
+        recon = self.likelihood.nll(x_out, x)
+        kl = recon.new_zeros(recon.shape) if logvar is None else kl_to_standard_normal(mu, logvar)
+        out = AutoencoderOutput(x_out=x_out, z=z, mu=mu, logvar=logvar, recon=recon, kl=kl,
+                                likelihood=self.likelihood)
         step = self.schedule_step()
-        beta, capacity = (self.schedule(step), self.schedule.capacity(step)) if self.variational else (0.0, 0.0)
-        kl_mean = kl.mean()
-        kl_term = (kl_mean - capacity).abs() if self.schedule.uses_capacity else kl_mean
-        loss = recon.mean() + beta * kl_term if self.variational else recon.mean()
-        return AutoencoderOutput(
-            x_out=x_out,
-            z=z,
-            mu=mu,
-            logvar=logvar,
-            recon=recon,
-            kl=kl,
-            loss=loss,
-            beta=beta,
-            capacity=capacity,
-            likelihood=self.likelihood,
-        )
+        value = self.objective(self, x, out, step)
+        out.loss, out.terms, out.weights = value.loss, value.terms, self.objective.weights(step)
+        return out
 
     # ------------------------------------------------------------------ Lightning steps
     def model_step(self, batch: Any, stage: str) -> AutoencoderOutput:
@@ -186,47 +181,43 @@ class AutoencoderModule(LightningModule):
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self.model_step(batch, "test")
 
-    def _tracks_codes(self, stage: str) -> bool:
-        """Whether the running sums of ``stage`` include μ and μ² (val/test of a VAE, for active units)."""
-        return stage != "train" and self.variational
-
     def _accumulate(self, stage: str, out: AutoencoderOutput, n: int) -> None:
         # One fused add per step instead of a self.log call per metric: logging every step costs more than an
         # MLP step on a CPU. The sums give exact per-image means at epoch end, whatever the last batch's size.
-        # On val/test a VAE also sums μ and μ² per latent dimension, for the active units at epoch end.
         terms = [out.loss.detach() * n, out.recon.detach().sum(), out.kl.detach().sum()]
+        terms += [out.terms[name].detach() * n for name in self.objective.term_names]
         stats = torch.stack(terms).double()
-        if self._tracks_codes(stage):
-            mu = out.mu.detach().double()
-            stats = torch.cat([stats, mu.sum(0), mu.pow(2).sum(0)])
         if stage in self._sums:
             self._sums[stage] += stats
         else:
             self._sums[stage] = stats
         self._counts[stage] = self._counts.get(stage, 0) + n
+        if stage in self.code_stats:
+            self.code_stats[stage].update(out.mu)
 
     def _log_epoch(self, stage: str) -> None:
         # Every rank takes part in the reduction, also one that saw no batch (an uneven val/test shard).
-        width = 3 + (2 * self.latent_dim if self._tracks_codes(stage) else 0)
+        names = BASE_TERMS + self.objective.term_names
         sums = self._sums.pop(stage, None)
         if sums is None:
-            sums = torch.zeros(width, dtype=torch.float64, device=self.device)
+            sums = torch.zeros(len(names), dtype=torch.float64, device=self.device)
         count = torch.tensor([float(self._counts.pop(stage, 0))], dtype=torch.float64, device=sums.device)
         sums = self.trainer.strategy.reduce(torch.cat([count, sums]), reduce_op="sum")
         count, sums = sums[0], sums[1:]
+        active = None
+        if stage in self.code_stats:  # (a synchronising compute: every rank calls it)
+            active = int(self.code_stats[stage].compute()) if count > 0 else None
+            self.code_stats[stage].reset()
         if count == 0:
             return
-        loss, recon, kl = (sums[:3] / count).tolist()
-        metrics = {"loss": loss, "recon": recon}
+        means = dict(zip(names, (sums / count).tolist(), strict=True))
+        metrics = {"loss": means["loss"], "recon": means["recon"]}
         if self.variational:
-            step = self.schedule_step()
-            metrics.update(kl=kl, elbo=-(recon + kl), beta=self.schedule(step))
-            if self.schedule.uses_capacity:
-                metrics["capacity"] = self.schedule.capacity(step)
-            if len(sums) > 3:  # Burda et al. (2016), sec. 5.2: Cov_x(E_q[z_u]) > 0.01
-                mu_mean, mu2_mean = (sums[3:] / count).chunk(2)
-                variance = mu2_mean - mu_mean.pow(2)
-                metrics["active_units"] = int((variance > ACTIVE_UNIT_THRESHOLD).sum())
+            metrics.update(kl=means["kl"], elbo=-(means["recon"] + means["kl"]))
+            metrics.update(self.objective.weights(self.schedule_step()))
+            metrics.update({name: means[name] for name in self.objective.term_names})
+            if active is not None:
+                metrics["active_units"] = active
         # The sums are already reduced over processes, so every rank logs the same exact means; sync_dist only
         # tells Lightning so (an all-reduce of equal values, once per epoch).
         self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
@@ -238,10 +229,14 @@ class AutoencoderModule(LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._sums.pop("val", None)
         self._counts.pop("val", None)
+        if "val" in self.code_stats:
+            self.code_stats["val"].reset()
 
     def on_test_epoch_start(self) -> None:
         self._sums.pop("test", None)
         self._counts.pop("test", None)
+        if "test" in self.code_stats:
+            self.code_stats["test"].reset()
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -270,11 +265,14 @@ class AutoencoderModule(LightningModule):
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+        self.objective.bind(self.trainer)
         # (counting the steps loads the train data; a fast_dev_run is not meant to train the schedule through)
-        if self.variational and self.schedule.length is not None and not self.trainer.fast_dev_run:
-            message = outlasting_message(self.schedule, self.trainer.estimated_stepping_batches)
-            if message:
-                rank_zero_warn(message)
+        timed = [s for s in self.objective.schedules() if s.length is not None]
+        if timed and not self.trainer.fast_dev_run:
+            for schedule in timed:
+                message = outlasting_message(schedule, self.trainer.estimated_stepping_batches)
+                if message:
+                    rank_zero_warn(message)
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:

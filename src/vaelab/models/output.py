@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vaelab.models.objectives import Likelihood
+from vaelab.models.likelihoods import Likelihood
 
 
 @dataclass
 class AutoencoderOutput:
-    """One forward pass over a batch.
+    """One forward pass over a batch, and what the objective made of it.
 
     Per-image terms have shape ``(batch,)`` and are in nats; ``loss`` is the batch-mean training objective.
     For a deterministic autoencoder ``logvar`` is ``None``, ``mu`` is the code and ``kl`` is zero.
@@ -22,10 +22,10 @@ class AutoencoderOutput:
     mu: torch.Tensor  # posterior mean (the code itself for an AE)
     logvar: torch.Tensor | None  # posterior log-variance, None for an AE
     recon: torch.Tensor  # −log p(x | z) per image
-    kl: torch.Tensor  # KL(q(z|x) ‖ p(z)) per image
-    loss: torch.Tensor  # scalar training objective (β-weighted, batch mean)
-    beta: float  # the KL weight used for ``loss``
-    capacity: float = 0.0  # the KL target C used for ``loss`` (capacity control), else 0
+    kl: torch.Tensor  # KL(q(z|x) ‖ p(z)) per image, closed form
+    loss: torch.Tensor | None = None  # scalar training objective (batch mean), set by the objective
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's extra terms (batch means)
+    weights: dict[str, float] = field(default_factory=dict)  # the settings the loss used: β, a capacity C, …
     likelihood: Likelihood | None = field(default=None, repr=False)  # turns x_out into an image
 
     @property
@@ -36,5 +36,15 @@ class AutoencoderOutput:
 
     @property
     def elbo(self) -> torch.Tensor:
-        """The evidence lower bound per image, −(recon + KL), whatever β the loss used."""
+        """The evidence lower bound per image, −(recon + KL), whatever the objective weighted."""
         return -(self.recon + self.kl)
+
+    @property
+    def beta(self) -> float:
+        """The KL weight the loss used (0 when it has none, as for the AE)."""
+        return float(self.weights.get("beta", 0.0))
+
+    @property
+    def capacity(self) -> float:
+        """The KL target C the loss used (capacity control), else 0."""
+        return float(self.weights.get("capacity", 0.0))

@@ -1,12 +1,14 @@
-"""Schedules for the weight of the KL term, each a pure function of the global optimisation step.
+"""Schedules for the weight β of the KL term, each a pure function of the global optimisation step.
 
-The model's loss is ``recon + β(step) · KL`` or, for capacity control, ``recon + β(step) · |KL − C(step)|``.
-``model.beta`` is the schedule's target weight (γ in Burgess et al. for capacity control).
+The objective (:mod:`vaelab.models.objectives`) reads β(step): ``recon + β(step) · KL`` for the ELBO objective,
+γ = β(step) for capacity control, the weight of the total correlation for β-TC-VAE. ``model.beta`` is the
+schedule's target weight.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 def _check(name: str, value: float, minimum: float, strict: bool = False) -> None:
@@ -21,7 +23,8 @@ class ConstantBeta:
     """β(step) = β: the VAE (β = 1, Kingma & Welling 2014) and the β-VAE (Higgins et al. 2017, eq. 4)."""
 
     beta: float = 1.0
-    uses_capacity = False
+    #: where the schedule's settings live in the config, for messages
+    config_prefix = "model.beta_schedule"
 
     def __post_init__(self) -> None:
         _check("beta", self.beta, 0.0)
@@ -29,8 +32,9 @@ class ConstantBeta:
     def __call__(self, step: int) -> float:
         return float(self.beta)
 
-    def capacity(self, step: int) -> float:
-        return 0.0
+    def end_state(self, step: int) -> str:
+        """What the schedule has reached at ``step``, for a person."""
+        return f"β ends at {self(step):.3g} (target {self.beta:g})"
 
     @property
     def length(self) -> tuple[str, int] | None:
@@ -83,38 +87,16 @@ class CyclicalBeta(ConstantBeta):
         return "cycle_steps", self.cycle_steps
 
 
-@dataclass(frozen=True)
-class CapacityControl(ConstantBeta):
-    """Capacity control (Burgess et al. 2018, eq. 8): loss = recon + γ·|KL − C| with C rising linearly from 0 to
-    ``c_max`` nats over ``capacity_steps`` steps. γ is the ``beta`` field (the paper uses γ = 1000)."""
-
-    c_max: float = 25.0
-    capacity_steps: int = 100_000
-    uses_capacity = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check("c_max", self.c_max, 0.0)
-        _check("capacity_steps", self.capacity_steps, 0, strict=True)
-
-    def capacity(self, step: int) -> float:
-        return float(self.c_max * min(max(step, 0) / self.capacity_steps, 1.0))
-
-    @property
-    def length(self) -> tuple[str, int]:
-        return "capacity_steps", self.capacity_steps
-
-
-def outlasting_message(schedule: ConstantBeta, total_steps: float) -> str | None:
-    """What to tell the user when ``schedule`` needs more steps than training takes (a warm-up that never reaches β,
-    a cycle never finished, a capacity never reached), or None when it fits."""
+def outlasting_message(schedule: Any, total_steps: float) -> str | None:
+    """What to tell the user when ``schedule`` (a β schedule, or an objective with a schedule of its own such as
+    capacity control) needs more steps than training takes: a warm-up that never reaches β, a cycle never
+    finished, a capacity never reached. None when it fits, or when it needs no particular length."""
     if schedule.length is None or not total_steps < schedule.length[1]:
         return None
     key, steps = schedule.length
     end = int(total_steps)
-    reached = f"C ends at {schedule.capacity(end):.3g} of c_max={schedule.c_max:g} nats" if schedule.uses_capacity \
-        else f"β ends at {schedule(end):.3g} (target {schedule.beta:g})"
     return (
-        f"The β schedule {type(schedule).__name__} needs {key}={steps} steps but this run trains {end}: {reached}. "
-        f"Set model.beta_schedule.{key} to at most {end}, or train longer (trainer.max_epochs)."
+        f"The schedule {type(schedule).__name__} needs {key}={steps} steps but this run trains {end}: "
+        f"{schedule.end_state(end)}. Set {schedule.config_prefix}.{key} to at most {end}, or train longer "
+        f"(trainer.max_epochs)."
     )

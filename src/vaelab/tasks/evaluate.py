@@ -13,9 +13,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ConfigError
-from vaelab.evaluation import evaluate
+from vaelab.metrics.likelihood import comparability_notes, evaluate
 from vaelab.models import AutoencoderModule
-from vaelab.training import command_line_overrides, recorded
+from vaelab.tasks.hydra_job import command_line_overrides
+from vaelab.tasks.record import recorded
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +108,6 @@ def data_config(
     return merged
 
 
-def likelihood_notes(model: AutoencoderModule, datamodule: Any) -> list[str]:
-    """Say when the numbers are not log-likelihoods comparable with published ones."""
-    binarize = datamodule.hparams.get("binarize", "none")
-    if model.likelihood.name == "bernoulli" and binarize == "none":
-        return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
-                "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
-                "log-likelihoods (those use data.binarize=dynamic or static)."]
-    if model.likelihood.name == "gaussian":
-        return ["A Gaussian density on 8-bit pixels without dequantisation: -ELBO, -L_K and bits/dim are not "
-                "comparable with published discrete log-likelihoods (and bits/dim may be negative)."]
-    return []
-
-
 def format_table(metrics: dict[str, Any], title: str) -> str:
     lines = [title, "-" * len(title)]
     for key, unit in UNITS.items():
@@ -151,7 +139,7 @@ def run_evaluation(cfg: DictConfig) -> float | None:
             (datamodule.to_float(x) if draw is None else torch.bernoulli(datamodule.to_float(x), generator=draw), y)
             for x, y in loader
         )
-        notes = likelihood_notes(model, datamodule)
+        notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"))
         per_sample = datamodule.eval_batch_size * math.prod(model.image_shape)
         chunk = cfg.get("iw_chunk_size") or max(1, IW_BUDGET // per_sample)
         metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)

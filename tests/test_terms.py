@@ -1,4 +1,5 @@
-"""The loss terms of vaelab.models.objectives, checked against torch.distributions and closed forms."""
+"""The loss terms (vaelab.models.distributions and .likelihoods) checked against torch.distributions and closed
+forms, and the model's ELBO and AE objectives built from them."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from vaelab.models import AutoencoderModule
-from vaelab.models.objectives import (
+from vaelab.models.distributions import kl_per_dimension, kl_to_standard_normal, reparameterize
+from vaelab.models.likelihoods import (
     BernoulliLikelihood,
     GaussianLikelihood,
     bernoulli_nll,
     gaussian_nll,
-    kl_per_dimension,
-    kl_to_standard_normal,
     make_likelihood,
-    reparameterize,
 )
+
+AE = {"_target_": "vaelab.models.objectives.Reconstruction"}
 
 # -------------------------------------------------------------------------------------------------------- KL
 
@@ -205,7 +206,7 @@ def test_model_terms_match_reference_formulas():
 
 
 def test_deterministic_autoencoder_has_no_kl():
-    a, b = _pair(variational=False)
+    a, b = _pair(objective=AE)
     x = torch.rand(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     out_a, out_b = a(x), b(x)
     assert out_a.logvar is None

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from vaelab.config import validate_config
 from vaelab.errors import ConfigError
-from vaelab.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
+from vaelab.rules import validate_config
+from vaelab.tasks.hydra_job import command_line_overrides, in_multirun
+from vaelab.tasks.record import recorded, scalar_metrics
+from vaelab.tasks.resume import continue_in_checkpoint_run
+from vaelab.tasks.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
 
 log = logging.getLogger(__name__)
 
@@ -34,43 +32,6 @@ def instantiate_all(cfg: DictConfig | None) -> list[Any]:
     if not cfg:
         return []
     return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
-
-
-def scalar_metrics(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
-    """The ``prefix/…`` entries of Lightning's metric dict as plain floats."""
-    return {k: float(v) for k, v in sorted(metrics.items()) if k.startswith(prefix)}
-
-
-@rank_zero_only
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
-@contextmanager
-def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Write ``record`` to ``path`` (on rank 0) however the block ends: with ``status: failed`` and the error when
-    it raises (unless the block marked it ``interrupted``), and always with the seconds it took, so no run's
-    outcome is lost."""
-    start = time.perf_counter()
-    try:
-        yield record
-    except BaseException as err:
-        if record.get("status") != "interrupted":  # (the caller has already said how it was interrupted)
-            record.update(status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    finally:
-        record["seconds"] = round(time.perf_counter() - start, 2)
-        write_json(path, record)
-
-
-def command_line_overrides() -> list[str]:
-    """The command-line overrides of this Hydra job (empty outside a Hydra run)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -101,58 +62,6 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict
         )
     trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None)
     return {"test_ckpt": best or "current weights (no best checkpoint was saved)"}
-
-
-def in_multirun() -> bool:
-    """Whether this is a job of a Hydra multirun (``-m``)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def continues_its_run(ckpt: Path) -> bool:
-    """Whether ``ckpt`` is the ``last.ckpt`` of a run's ``checkpoints/`` folder, written by a ModelCheckpoint
-    that saved into that very folder: the one case where resuming should go on writing there."""
-    if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
-        return False
-    try:
-        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-    except Exception:  # not one of vaelab's checkpoints: Lightning reports it when it loads it
-        return False
-    dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
-    return any(d is not None and Path(d).resolve() == ckpt.parent for d in dirpaths)
-
-
-def continue_in_checkpoint_run(cfg: DictConfig) -> dict[str, str]:
-    """Resuming a run from its ``last.ckpt``: write checkpoints, and TensorBoard events, on where that run did.
-
-    Hydra gives the resumed run a folder of its own (its config, log and ``metrics.json``), but Lightning restores
-    the best score so far and the best checkpoints only when the checkpoint folder stays the same, and a
-    TensorBoard curve continues only in its own folder. This is done only for a single run resuming a run's
-    ``last.ckpt`` (see :func:`continues_its_run`), and only for what is configured in its default place
-    (``<run>/checkpoints``, ``<run>/tensorboard``); a sweep over a checkpoint, or a start from any other
-    checkpoint, writes into its own folder and leaves the old run as it was. Returns what was redirected.
-    """
-    ckpt = Path(str(cfg.ckpt_path)).resolve()
-    if in_multirun() or not continues_its_run(ckpt):
-        log.info("Starting from %s: this run writes its checkpoints into its own folder (the best score from "
-                 "before is not carried over)", ckpt)
-        return {}
-    own = Path(str(cfg.paths.output_dir))
-    moved = {}
-    with open_dict(cfg):
-        checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
-        if checkpoint is not None and Path(str(checkpoint.get("dirpath"))) == own / "checkpoints":
-            checkpoint.dirpath = moved["checkpoints_dir"] = str(ckpt.parent)
-        tensorboard = (cfg.get("logger") or {}).get("tensorboard")
-        old_events = ckpt.parent.parent / "tensorboard"
-        if (tensorboard is not None and Path(str(tensorboard.get("save_dir"))) == own / "tensorboard"
-                and old_events.is_dir()):
-            tensorboard.save_dir = moved["tensorboard_dir"] = str(old_events)
-    for what, where in moved.items():
-        log.info("Resuming %s: %s go on in %s", ckpt, what.removesuffix("_dir"), where)
-    return moved
 
 
 def check_launcher(trainer: L.Trainer) -> None:

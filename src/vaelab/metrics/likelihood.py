@@ -1,4 +1,4 @@
-"""Held-out evaluation of a trained autoencoder: likelihood bounds, active units, bits per dimension.
+"""Estimators over a data set for a trained autoencoder: the ELBO, the importance-weighted bound, bits per dimension.
 
 Everything here is plain torch and works on any model with the interface of
 :class:`vaelab.models.AutoencoderModule`: ``encode(x) -> (μ, log σ² or None)``, ``decode(z) -> raw output``,
@@ -22,15 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from vaelab.models.objectives import ACTIVE_UNIT_THRESHOLD, standard_normal_log_prob
+from vaelab.metrics.active_units import ActiveUnits
+from vaelab.models import importance
 
-__all__ = [
-    "active_units",
-    "bits_per_dim",
-    "evaluate",
-    "importance_weighted_bound",
-    "posterior_mean_variance",
-]
+__all__ = ["bits_per_dim", "comparability_notes", "evaluate", "importance_weighted_bound"]
 
 
 @contextlib.contextmanager
@@ -57,23 +52,11 @@ def importance_weighted_bound(
 ) -> torch.Tensor:
     """The importance-weighted lower bound L_K on log p(x), one K-sample estimate per image (shape ``(B,)``).
 
-    Burda et al. (2016), eq. 8:
-
-        L_K = E_{z_1..z_K ~ q(z|x)} [ log (1/K) Σ_k p(x, z_k) / q(z_k | x) ],
-
-    estimated here with a single draw of K samples, i.e. ``logsumexp_k(log w_k) − log K`` with the log weights
-    ``log w_k = log p(x | z_k) + log p(z_k) − log q(z_k | x)``. L_1 is the ELBO's one-sample estimate,
-    L_K ≤ L_{K+1} ≤ log p(x) in expectation, and L_K → log p(x) as K → ∞ (Burda et al. 2016, Theorem 1).
-    A single estimate of L_K (as returned) is itself unbiased for L_K, not for log p(x).
-
-    The image is encoded once; the K samples z = μ + σ·ε are decoded as one batch of ``K·B`` codes, or
-    ``chunk_size`` samples at a time (each chunk holds ``chunk_size·B`` decoder outputs) with the chunks
-    combined by a streaming log-sum-exp, which bounds memory for large K such as the K = 5000 of Burda et al.
-    The result does not depend on the chunking except through which ε each sample gets.
-
-    log q(z | x) is evaluated through ε, as log N(ε; 0, I) − Σ_j log σ_j: the same diagonal-normal density
-    as log N(z; μ, diag σ²) written in z, without the round-off of (z − μ)/σ when σ is tiny.
-    log p(x | z) = −``likelihood.nll``, log p(z) = log N(z; 0, I).
+    Burda et al. (2016), eq. 8: L_K = E_{z_1..z_K ~ q(z|x)} [ log (1/K) Σ_k p(x, z_k) / q(z_k | x) ], estimated with
+    a single draw of K samples (:func:`vaelab.models.importance.importance_weighted_bound`, which IWAE training
+    shares). A single estimate of L_K is unbiased for L_K, not for log p(x). The image is encoded once; the samples
+    are decoded ``chunk_size`` at a time (each chunk holds ``chunk_size·B`` decoder outputs), which bounds memory
+    for large K such as the paper's K = 5000.
 
     Runs without gradients and in eval mode (an ``nn.Module``'s previous mode is restored).
 
@@ -96,52 +79,11 @@ def importance_weighted_bound(
         raise ValueError(f"k must be >= 1, got {k}")
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-    step = k if chunk_size is None else min(int(chunk_size), k)
-
     with _eval_mode(model):
         mu, logvar = model.encode(x)
         if logvar is None:
             raise ValueError("importance_weighted_bound needs q(z|x): encode() returned no log-variance")
-        batch, latent_dim = mu.shape
-        std = torch.exp(0.5 * logvar)
-        half_log_det = 0.5 * logvar.sum(dim=-1)  # Σ_j log σ_j, shape (B,)
-        acc = torch.full((batch,), -math.inf, dtype=mu.dtype, device=mu.device)
-        done = 0
-        while done < k:
-            n = min(step, k - done)
-            eps = torch.randn((n, batch, latent_dim), generator=generator, dtype=mu.dtype, device=mu.device)
-            z = mu + std * eps  # (n, B, D)
-            output = model.decode(z.reshape(n * batch, latent_dim))
-            x_rep = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
-            log_px_z = -model.likelihood.nll(output, x_rep).reshape(n, batch)
-            log_pz = standard_normal_log_prob(z)
-            log_qz = standard_normal_log_prob(eps) - half_log_det
-            log_w = log_px_z.to(mu.dtype) + log_pz - log_qz
-            acc = torch.logaddexp(acc, torch.logsumexp(log_w, dim=0))
-            done += n
-        return acc - math.log(k)
-
-
-def posterior_mean_variance(mu_over_dataset: torch.Tensor) -> torch.Tensor:
-    """Cov_x(E_{q(z|x)}[z_u]) for every latent unit u: the variance over the data set of the posterior means.
-
-    ``mu_over_dataset`` is ``(N, D)``, one posterior mean per image. The variance is that of the data set's
-    empirical distribution (divisor N, so one image gives 0 rather than NaN), computed in float64.
-    Burda et al. (2016), sec. 5.2.
-    """
-    if mu_over_dataset.dim() != 2:
-        raise ValueError(f"expected posterior means of shape (N, D), got {tuple(mu_over_dataset.shape)}")
-    return mu_over_dataset.detach().to(torch.float64).var(dim=0, correction=0)
-
-
-def active_units(mu_over_dataset: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
-    """How many latent units are active: A_u = Cov_x(E_{q(z|x)}[z_u]) > threshold.
-
-    Burda et al. (2016), sec. 5.2. The default threshold 0.01 is the paper's; an inactive unit's posterior
-    mean barely moves with x, so the decoder cannot use it. :func:`posterior_mean_variance` gives the
-    per-unit variances.
-    """
-    return int((posterior_mean_variance(mu_over_dataset) > threshold).sum().item())
+        return importance.importance_weighted_bound(model, x, mu, logvar, k, chunk_size, generator)
 
 
 def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float | torch.Tensor:
@@ -153,6 +95,21 @@ def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float |
     if int(num_dims) < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
     return nats_per_image / (int(num_dims) * math.log(2.0))
+
+
+def comparability_notes(likelihood: str, binarize: str) -> list[str]:
+    """What a reader must know before putting this run's −ELBO, −L_K or bits/dim next to published log-likelihoods:
+    nothing for a Bernoulli likelihood on binarised images; a note for a Bernoulli "likelihood" on grey levels (a
+    cross-entropy, not a normalised likelihood) and for a Gaussian density on 8-bit pixels (no dequantisation).
+    ``likelihood`` is ``model.likelihood``, ``binarize`` is ``data.binarize``."""
+    if likelihood == "bernoulli" and binarize == "none":
+        return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
+                "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
+                "log-likelihoods (those use data.binarize=dynamic or static)."]
+    if likelihood == "gaussian":
+        return ["A Gaussian density on 8-bit pixels without dequantisation: -ELBO, -L_K and bits/dim are not "
+                "comparable with published discrete log-likelihoods (and bits/dim may be negative)."]
+    return []
 
 
 def _first_tensor(batch: Any) -> torch.Tensor:
@@ -193,7 +150,7 @@ def evaluate(
     * ``neg_iw_bound``: mean −L_K (Burda et al. 2016, eq. 8), a tighter upper bound on −log p(x).
     * ``iw_bits_per_dim``: ``neg_iw_bound`` in bits per dimension.
     * ``iw_k``: the K used.
-    * ``active_units``: :func:`active_units` over the posterior means of all images.
+    * ``active_units``: :class:`~vaelab.metrics.active_units.ActiveUnits` over the posterior means of all images.
     * ``mse``: the per-pixel mean squared error between x and ``likelihood.mean`` of the forward pass's
       decoder output, averaged over images and pixels (for a VAE the reconstruction decodes the sampled z).
 
@@ -215,7 +172,7 @@ def evaluate(
     sums: torch.Tensor | None = None  # recon, kl, neg_iw_bound, mse (per-pixel means), all float64
     num_images = 0
     num_dims: int | None = None
-    mus: list[torch.Tensor] = []
+    codes = ActiveUnits(model.latent_dim) if variational else None
     with _eval_mode(model):
         for batch in batches:
             x = _first_tensor(batch)
@@ -242,8 +199,8 @@ def evaluate(
             )
             sums = terms if sums is None else sums + terms
             num_images += n
-            if variational:
-                mus.append(out.mu.detach().double().cpu())
+            if codes is not None:
+                codes.update(out.mu.detach().cpu())
 
     if sums is None or num_dims is None:
         raise ValueError("evaluate needs at least one non-empty batch")
@@ -266,7 +223,7 @@ def evaluate(
             kl=kl,
             neg_elbo=neg_elbo,
             bits_per_dim=float(bits_per_dim(neg_elbo, num_dims)),
-            active_units=active_units(torch.cat(mus)),
+            active_units=int(codes.compute()),
         )
         if use_iw:
             result.update(neg_iw_bound=neg_iw, iw_bits_per_dim=float(bits_per_dim(neg_iw, num_dims)), iw_k=k)

@@ -1,0 +1,3 @@
+"""Estimators over a data set: likelihood bounds (``likelihood``), active units (``active_units``) and
+disentanglement scores (``disentanglement``). Import the module you need; this package imports nothing itself, so
+the model can use ``active_units`` (a leaf that needs only torch) without loading the rest."""

@@ -1,0 +1,16 @@
+"""Training objectives: one class per file, chosen by the ``model/objective`` config group.
+
+Each takes the model's encoder/decoder pass over a batch and returns the loss and the terms to log
+(:class:`~vaelab.models.objectives.base.Objective`). A new objective is one class here and one YAML file in
+``conf/model/objective/``.
+"""
+
+from vaelab.models.objectives.base import Objective, ObjectiveValue
+from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
+from vaelab.models.objectives.capacity import Capacity
+from vaelab.models.objectives.elbo import Elbo
+from vaelab.models.objectives.iwae import IWAE
+from vaelab.models.objectives.reconstruction import Reconstruction
+
+__all__ = ["IWAE", "BetaTCVAE", "Capacity", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
+           "tc_decomposition"]
