@@ -13,3 +13,8 @@ class ConfigError(VaelabError, ValueError):
 
 class DataNotFoundError(VaelabError, FileNotFoundError):
     """A data set's files are missing and could not be downloaded."""
+
+
+class DataFileError(VaelabError, ValueError):
+    """A data set's file is there but unusable (truncated, empty, not the expected format, or disagreeing with
+    its partner file); the message names the file and says how to get a good one."""

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from vaelab import rules
 from vaelab.data.loaders import ShardSampler, TensorBatchLoader
+from vaelab.errors import DataFileError
 
 log = logging.getLogger(__name__)
 
@@ -115,23 +116,54 @@ class ImageDataModule(LightningDataModule):
     def _decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.hparams.cache or not all(f.is_file() for f in self.source_files()):
             # (missing sources: load_split raises the data set's own clear error)
-            return self._checked(*self.load_split(train))
+            return self._checked(*self.load_split(train), train=train)
         path = self._cache_path(train)
         if path.exists():
-            data = torch.load(path, weights_only=True)
-            return data["images"], data["labels"]
-        images, labels = self._checked(*self.load_split(train))
+            cached = self._read_cache(path, train)
+            if cached is not None:
+                return cached
+        images, labels = self._checked(*self.load_split(train), train=train)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         torch.save({"images": images, "labels": labels}, tmp)
         os.replace(tmp, path)  # atomic: a parallel job never reads half a file
         return images, labels
 
-    def _checked(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _read_cache(self, path: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The cached split, or None (with a warning, and the caller rebuilds the file from the sources) when the
+        file is torn (a job killed while copying it, a full disk) or does not hold what this data set decodes to."""
+        try:
+            data = torch.load(path, weights_only=True)
+            if not isinstance(data, dict) or not {"images", "labels"} <= data.keys():
+                keys = f" with keys {sorted(map(str, data))}" if isinstance(data, dict) else ""
+                raise ValueError(f"it holds a {type(data).__name__}{keys}, not images and labels")
+            images, labels = data["images"], data["labels"]
+            if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+                raise ValueError("its images or labels are not tensors")
+            return self._checked(images, labels, train=train)
+        except Exception as err:  # whatever is wrong with it, the sources can make it again
+            reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
+            log.warning(
+                "%s: the decoded cache %s is unusable (%s); rebuilding it from the source files",
+                self.name, path, reason,
+            )
+            return None
+
+    def _checked(
+        self, images: torch.Tensor, labels: torch.Tensor, train: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if images.dtype != torch.uint8 or images.shape[1:] != self.image_shape:
             raise ValueError(
                 f"{type(self).__name__}.load_split must return uint8 images of shape (N, *{self.image_shape}), "
                 f"got {images.dtype} {tuple(images.shape)}"
+            )
+        if labels.ndim == 0 or len(labels) != len(images):
+            split = {True: "the train split", False: "the test split"}.get(train, "a split")
+            n_labels = len(labels) if labels.ndim else "no list of"
+            raise DataFileError(
+                f"{self.name}: {split} has {len(images)} images but {n_labels} labels "
+                f"(from {type(self).__name__}.load_split): its images and labels must come from the same "
+                f"release of the data set; get both files again"
             )
         return images.contiguous(), labels.long()
 

@@ -9,6 +9,7 @@ import torch
 from torchvision import datasets
 
 from vaelab.data.base import ImageDataModule
+from vaelab.data.idx import IDX_FILES, validate_idx_pair
 from vaelab.errors import DataNotFoundError
 
 
@@ -17,7 +18,9 @@ class TorchvisionMNISTDataModule(ImageDataModule):
 
     torchvision parses the IDX files straight into a uint8 tensor (``dataset.data``), so no image is ever
     decoded one by one. When the files are missing it downloads them (``download=True``); if that fails too,
-    the run stops with a message naming the folder and the files expected there.
+    the run stops with a message naming the folder and the files expected there. Before torchvision parses
+    anything, all four files (train and test) are checked (:meth:`check_files`), so a truncated, empty or
+    mismatched file stops the run with a message naming it, before anything is cached or trained.
     """
 
     dataset_cls: type[datasets.MNIST] = datasets.MNIST
@@ -44,7 +47,20 @@ class TorchvisionMNISTDataModule(ImageDataModule):
     def _missing(self) -> list[str]:
         return [f for f in self.expected_files if not (self.raw_folder / f).is_file()]
 
+    def check_files(self) -> None:
+        """Check the train and test IDX files (magic number, image size, length against the header, as many
+        labels as images): ``DataFileError`` naming the bad file and the fix. Reads headers only."""
+        folder = self.dataset_cls.__name__
+        for split in ("train", "test"):
+            images, labels = (self.raw_folder / IDX_FILES[split, kind] for kind in ("images", "labels"))
+            validate_idx_pair(images, labels, self.image_shape[1:], dataset=folder)
+
     def download(self) -> None:
+        """Fetch the files if some are missing, then check all of them (every split, before any is parsed)."""
+        self._fetch()
+        self.check_files()
+
+    def _fetch(self) -> None:
         if not self._missing():
             return
         reason = "downloading is switched off (data.download=false)"
