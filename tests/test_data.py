@@ -387,6 +387,36 @@ def test_dynamic_binarization(digits_dir):
     torch.testing.assert_close(x, batch[0].float() / 255)
 
 
+def test_dynamic_val_and_test_draws_are_seeded_reproducible_and_those_of_static(digits_dir):
+    """Dynamic and static binarisation score on the same binary val/test images when their seeds agree, and a
+    different binarize_seed gives a different draw (so the seed is really used)."""
+    runs = {}
+    for name, kwargs in {"dynamic": {"binarize": "dynamic"}, "dynamic again": {"binarize": "dynamic"},
+                         "static": {"binarize": "static"}, "other seed": {"binarize": "dynamic",
+                                                                         "binarize_seed": 99}}.items():
+        runs[name] = DigitsDataModule(data_dir=digits_dir, cache=False, **kwargs)
+        runs[name].setup()
+    for split in ("val", "test"):
+        images = {name: dm.splits[split][0] for name, dm in runs.items()}
+        assert torch.equal(images["dynamic"], images["dynamic again"])
+        assert torch.equal(images["dynamic"], images["static"])
+        assert not torch.equal(images["dynamic"], images["other seed"])
+
+
+def test_evaluating_the_train_split_under_dynamic_binarisation_draws_binary_images_once(digits_dir):
+    """Evaluation sees Bernoulli samples of the training images (not the grey levels they are stored as), one fixed
+    draw: the same binary images in two evaluations, and those of static binarisation with the same seed."""
+    dynamic = DigitsDataModule(data_dir=digits_dir, binarize="dynamic", batch_size=100)
+    static = DigitsDataModule(data_dir=digits_dir, binarize="static", batch_size=100)
+    first = torch.cat([x for x, _ in dynamic.evaluation_batches("train")])
+    second = torch.cat([x for x, _ in dynamic.evaluation_batches("train")])
+    assert _values(first) == {0.0, 1.0}
+    assert torch.equal(first, second)
+    assert torch.equal(first, torch.cat([x for x, _ in static.evaluation_batches("train")]))
+    grey = DigitsDataModule(data_dir=digits_dir, batch_size=100)
+    assert len(_values(torch.cat([x for x, _ in grey.evaluation_batches("train")]))) > 2  # none: the grey levels
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [

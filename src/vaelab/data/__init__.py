@@ -2,8 +2,10 @@
 
 from vaelab.data.base import ImageDataModule
 from vaelab.data.digits import DigitsDataModule
+from vaelab.data.image_folder import ImageFolderDataModule
 from vaelab.data.loaders import ShardSampler, TensorBatchLoader
+from vaelab.data.shapes import ShapesDataModule
 from vaelab.data.torchvision_sets import FashionMNISTDataModule, MNISTDataModule
 
-__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "MNISTDataModule", "ShardSampler",
-           "TensorBatchLoader"]
+__all__ = ["DigitsDataModule", "FashionMNISTDataModule", "ImageDataModule", "ImageFolderDataModule", "MNISTDataModule",
+           "ShapesDataModule", "ShardSampler", "TensorBatchLoader"]

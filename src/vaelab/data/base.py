@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,17 @@ class ImageDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------ what a data set provides
     def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the training (or test) images as uint8 ``(N, C, H, W)`` and labels as int64 ``(N,)``."""
+        """Return the training (or test) images as uint8 ``(N, C, H, W)`` and labels as int64: ``(N,)`` (one class per
+        image) or ``(N, F)`` (F factors per image, as :class:`~vaelab.data.shapes.ShapesDataModule`'s)."""
         raise NotImplementedError
 
     def source_files(self) -> list[Path]:
         """Files the decoded cache depends on (a change to any of them invalidates it)."""
+        return []
+
+    def cache_key(self) -> list:
+        """JSON-able settings the decoded data depend on besides the source files (a generated data set's
+        parameters, an image size): caches of different settings never collide. Empty by default."""
         return []
 
     def download(self) -> None:
@@ -97,7 +104,7 @@ class ImageDataModule(LightningDataModule):
         """Names and SHA-1s of the source files, read once per DataModule (both splits' cache paths use them).
 
         The contents, not the files' times: a same-sized file of other data copied with its times kept (KMNIST has
-        MNIST's sizes) must not be served from the old cache; hashing MNIST's 55 MB takes about 0.1 s.
+        MNIST's sizes) must not be served from the old cache.
         """
         hashes = []
         for f in self.source_files():
@@ -109,7 +116,7 @@ class ImageDataModule(LightningDataModule):
         return hashes
 
     def _cache_path(self, train: bool) -> Path:
-        stamp = [CACHE_VERSION, self.name, train, *self._source_hashes]
+        stamp = [CACHE_VERSION, self.name, train, *self._source_hashes, *self.cache_key()]
         digest = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:12]
         return self.data_dir / "vaelab_cache" / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
 
@@ -262,10 +269,31 @@ class ImageDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.convert(images, fresh_draw=training), labels
+
+    def convert(
+        self, images: torch.Tensor, fresh_draw: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """The one conversion of a batch, for training, callbacks and evaluation alike: uint8 images to floats in
+        [0, 1]; under dynamic binarisation, a Bernoulli draw of them when ``fresh_draw`` (each training batch) or
+        with ``generator`` (a fixed draw). Static binarisation and the val/test splits were drawn once at setup."""
         x = self.to_float(images)
-        if self.hparams.binarize == "dynamic" and self.trainer is not None and self.trainer.training:
-            x = torch.bernoulli(x)
-        return x, labels
+        if self.hparams.binarize == "dynamic" and (fresh_draw or generator is not None):
+            x = torch.bernoulli(x, generator=generator)
+        return x
+
+    def evaluation_batches(self, split: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``split`` (train, val or test) as evaluation scores them, in order: converted by
+        :meth:`convert`, and under dynamic binarisation the train split as one fixed draw (seeded with
+        ``binarize_seed``), like val and test, so that two evaluations see the same binary images."""
+        if not self.splits:
+            self.setup()
+        loader = self._loader(split, self.eval_batch_size, shuffle=False)
+        fixed = split == "train" and self.hparams.binarize == "dynamic"
+        generator = torch.Generator().manual_seed(self.hparams.binarize_seed) if fixed else None
+        for images, labels in loader:
+            yield self.convert(images, generator=generator), labels
 
     # ------------------------------------------------------------------ for callbacks and evaluation
     @property
@@ -287,3 +315,8 @@ class ImageDataModule(LightningDataModule):
             self.setup()
         images, labels = self.splits[split]
         return self.to_float(images[:n]), labels[:n]
+
+    def class_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """One class per image, for colouring plots: ``labels`` itself when ``(N,)``; for ``(N, F)`` factor labels,
+        the column ``color_index`` (the factor the data set's ``color_by`` names; 0 when it has none)."""
+        return labels if labels.ndim == 1 else labels[:, getattr(self, "color_index", 0)]
