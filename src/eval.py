@@ -8,6 +8,11 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("VAELAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
+from vaelab.tasks import naming  # noqa: E402  (the resolvers of conf/hydra/: run folder names)
+
+# This process's run token, drawn before Hydra resolves the evaluation's folder (and shared with a sweep's workers).
+naming.export_run_id()
+
 from vaelab.tasks.evaluate import run_evaluation  # noqa: E402
 
 

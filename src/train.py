@@ -8,6 +8,12 @@ from omegaconf import DictConfig
 
 os.environ.setdefault("VAELAB_ROOT", str(Path(__file__).resolve().parents[1]))
 
+from vaelab.tasks import naming  # noqa: E402  (the resolvers of conf/hydra/: run folder names)
+
+# This process's run token, drawn before Hydra resolves the run folder and inherited by the processes started from
+# here (Lightning's DDP workers, joblib workers), so all of them see one folder.
+naming.export_run_id()
+
 from vaelab.tasks.train import train  # noqa: E402
 
 

@@ -31,7 +31,8 @@ def run_train(args: list[str], tmp_path) -> subprocess.CompletedProcess:
 
 
 def job_dirs(sweep):
-    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name))
+    # (folders <job number>_<overrides>: 0_model=vae,…)
+    return sorted((p for p in sweep.iterdir() if (p / ".hydra").is_dir()), key=lambda p: int(p.name.split("_")[0]))
 
 
 @pytest.mark.parametrize(("model", "metric", "best"), [("vae", "val/elbo", max), ("ae", "val/loss", min)])
@@ -101,5 +102,5 @@ def test_script_relaunching_ddp_is_refused_in_a_multirun(tmp_path):
     )
     assert result.returncode != 0
     assert "trainer.strategy=ddp_spawn" in result.stderr
-    record = json.loads((tmp_path / "m" / "0" / "metrics.json").read_text())
+    record = json.loads((tmp_path / "m" / "0_trainer.max_epochs=1,trainer=ddp_cpu" / "metrics.json").read_text())
     assert record["status"] == "failed" and "multirun" in record["error"]
