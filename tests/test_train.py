@@ -40,6 +40,8 @@ def test_each_model_trains_and_records_metrics(tmp_path, model):
     assert value == record["best"]["score"] == pytest.approx(record["val"][monitor])  # one epoch: best = last
     assert record["test"]["test/loss"] > 0
     assert Path(record["test_ckpt"]).is_file()
+    # digits are grey levels under a Bernoulli likelihood: the record says the numbers are cross-entropies
+    assert len(record["notes"]) == 1 and "cross-entropy" in record["notes"][0]
     if model == "ae":
         assert "val/kl" not in record["val"]
     else:
@@ -53,12 +55,15 @@ def test_each_model_trains_and_records_metrics(tmp_path, model):
 def test_tensorboard_has_scalars_and_images(tmp_path):
     cfg = compose_train(tmp_path, ["model=vae", "trainer.max_epochs=2"])
     train(cfg)
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0, "scalars": 0})  # the run folder's own
     acc.Reload()
     scalars, images = set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
-    for stage in ("train", "val", "test"):
+    for stage in ("train", "val"):
         for term in ("loss", "recon", "kl", "elbo", "beta"):
             assert f"{stage}/{term}" in scalars
+    # the test results are a table and HParams metrics (test_summary.py), not one-point charts; no epoch jump either
+    assert not [tag for tag in scalars if tag.startswith("test/")]
+    assert [e.value for e in acc.Scalars("epoch")] == [0, 0, 1, 1]
     for tag in ("reconstructions", "samples", "latent_space", "kl_per_dim", "traversal"):
         assert f"val/{tag}" in images
     for tag in ("reconstructions", "latent_space"):  # (the scatter is drawn in a worker thread)
@@ -98,7 +103,7 @@ def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
     assert torch.load(checkpoints / "last.ckpt", weights_only=True, map_location="cpu")["global_step"] == 9
     assert not (tmp_path / "b" / "run" / "checkpoints").exists()
     # one TensorBoard curve over all three epochs, in the first run's folder
-    acc = EventAccumulator(str(tmp_path / "a" / "run" / "tensorboard"), size_guidance={"scalars": 0})
+    acc = EventAccumulator(str(tmp_path / "a" / "run"), size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("val/elbo")] == [2, 5, 8]
 
@@ -190,7 +195,9 @@ def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
-    assert [p.name for p in jobs] == ["0", "1", "2"]
+    # <job number>_<its overrides but the noisy ones (paths, logger, callbacks, limits, progress bar)>
+    assert [p.name for p in jobs] == [f"{i}_model={m},trainer.max_epochs=1,trainer=cpu"
+                                      for i, m in enumerate(["ae", "vae", "beta_vae"])]
     for job, model in zip(jobs, ["ae", "vae", "beta_vae"], strict=True):
         record = read_metrics(job)
         assert record["status"] == "completed"
@@ -275,7 +282,7 @@ def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path, sigint_res
     assert record["train"]["train/loss"] > 0 and record["val"]["val/elbo"] < 0  # the epoch it finished
     assert record["best"]["monitor"] == "val/elbo" and record["best"]["score"] == record["val"]["val/elbo"]
     assert Path(record["best_ckpt"]).is_file() and Path(record["last_ckpt"]).is_file()
-    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0})
+    acc = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
     acc.Reload()
     for tag in ("reconstructions", "latent_space"):  # epoch 1's too: written before the loggers were closed
         assert len(acc.Images(f"val/{tag}")) == 2, tag

@@ -44,7 +44,9 @@ RULES: dict[str, Rule] = {
     "model.objective.k": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.k=5"),
     "data.batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. data.batch_size=128"),
     "data.eval_batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1 (or null)"),
-    "data.val_fraction": Rule(lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    # (0: no validation split: vaelab.tasks.train then trains without validation, keeping the last epoch's checkpoint)
+    "data.val_fraction": Rule(lambda v: _is_number(v) and 0 <= v < 1,
+                              "a number in [0, 1), e.g. 0.1 (0: no validation split, no validation)"),
     "data.loader": Rule(lambda v: v in LOADERS, f"one of: {', '.join(LOADERS)}"),
     "data.binarize": Rule(lambda v: v in BINARIZE, f"one of: {', '.join(BINARIZE)}"),
     "ckpt_path": Rule(lambda v: Path(str(v)).is_file(), "the path of an existing checkpoint file (or null)"),

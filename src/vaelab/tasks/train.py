@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,17 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vaelab.callbacks.divergence import DivergedError, DivergenceStop, advice
 from vaelab.errors import ConfigError
+from vaelab.metrics.likelihood import comparability_notes
 from vaelab.rules import validate_config
+from vaelab.tasks.cluster import resume_after_requeue
 from vaelab.tasks.hydra_job import command_line_overrides, in_multirun
-from vaelab.tasks.record import recorded, scalar_metrics
-from vaelab.tasks.resume import continue_in_checkpoint_run
+from vaelab.tasks.record import EpochRecord, recorded, scalar_metrics
+from vaelab.tasks.resume import check_fits_model, continue_in_checkpoint_run, read_checkpoint
 from vaelab.tasks.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,8 @@ def check_launcher(trainer: L.Trainer) -> None:
 
 
 def fit_record(trainer: L.Trainer) -> dict[str, Any]:
-    """What fitting reached: the last epoch's metrics, the step, and the best and last checkpoints."""
+    """What fitting reached: the last finished epoch's metrics, the epochs done, the step, and the best and last
+    checkpoints (non-finite values stay floats here; ``metrics.json`` writes them as strings)."""
     fitted = dict(trainer.callback_metrics)
     record: dict[str, Any] = {
         "train": scalar_metrics(fitted, "train/"),
@@ -105,28 +111,98 @@ def fit_record(trainer: L.Trainer) -> dict[str, Any]:
     return record
 
 
+def without_validation(cfg: DictConfig) -> None:
+    """``data.val_fraction=0`` holds out no validation split: train without validation, as
+    ``experiment=mnist_vae_reference`` does (``trainer.limit_val_batches=0``; checkpoints kept on the last epoch,
+    ``callbacks.model_checkpoint.monitor=null``), rather than fail on the empty split after building everything.
+
+    A validation metric to optimise cannot be had then: a sweep (``-m``) asking for one is refused; a single run,
+    whose return value nobody reads, just returns None.
+    """
+    fraction = OmegaConf.select(cfg, "data.val_fraction", default=None)
+    if fraction is None or fraction != 0:
+        return
+    with open_dict(cfg):
+        if OmegaConf.select(cfg, "trainer.limit_val_batches", default=None) != 0:
+            cfg.trainer.limit_val_batches = 0
+        checkpoint = OmegaConf.select(cfg, "callbacks.model_checkpoint", default=None)
+        if checkpoint is not None and checkpoint.get("monitor") is not None:
+            checkpoint.monitor = None
+        metric = cfg.get("optimized_metric")
+        if metric and str(metric).startswith("val/"):
+            if in_multirun():
+                raise ConfigError(
+                    f"optimized_metric={metric} needs a validation split, but data.val_fraction=0 holds out none: "
+                    "give data.val_fraction > 0 (e.g. 0.1), or optimized_metric=null"
+                )
+            cfg.optimized_metric = None
+    log.info("data.val_fraction=0: no validation split, so no validation; the checkpoint kept is the last epoch's")
+
+
+def check_finite(record: dict[str, Any], model: L.LightningModule, trainer: L.Trainer) -> None:
+    """The last word on divergence, for runs without :class:`DivergenceStop` (``callbacks=none``): refuse a fit
+    whose last losses are not finite, before its weights are tested or its value handed to a sweeper."""
+    losses = {k: v for split in ("train", "val") for k, v in record.get(split, {}).items()
+              if k.split("/", 1)[1] in ("loss", "recon", "kl") and not math.isfinite(v)}
+    if losses:
+        detail = ", ".join(f"{k}={v}" for k, v in losses.items())
+        raise DivergedError(
+            f"Training diverged: after {record.get('epochs')} epochs the losses are not finite ({detail}); nothing "
+            f"was tested. Try {'; or '.join(advice(model, trainer))}. (With callbacks.divergence configured, as in "
+            "callbacks=default or minimal, the run stops at the first non-finite step.)"
+        )
+
+
+def watch(trainer: L.Trainer, path: Path, record: dict[str, Any]) -> None:
+    """The callbacks every training run gets from the task: the divergence check first (before any drawing), and
+    the per-epoch ``metrics.json`` (see :class:`EpochRecord`)."""
+    trainer.callbacks.sort(key=lambda c: not isinstance(c, DivergenceStop))  # (stable: the rest keep their order)
+    trainer.callbacks.append(EpochRecord(path, record, fit_record))
+
+
 def train(cfg: DictConfig) -> float | None:
-    """Fit (and by default test) the configured model; write ``metrics.json``; return ``optimized_metric``."""
+    """Fit (and by default test) the configured model; write ``metrics.json`` (after every epoch, and however the
+    run ends); return ``optimized_metric``.
+
+    How a run ends, in ``metrics.json``'s ``status`` and the exit code of ``src/train.py``: ``completed`` (0);
+    ``failed`` (1, one message for a bad value or file); ``diverged`` (1: a non-finite loss stopped it, see
+    :mod:`vaelab.callbacks.divergence`); ``interrupted`` (Ctrl-C, 1); ``terminated`` (SIGTERM from a scheduler's
+    time-out or pre-emption, 143 = 128 + 15); ``running`` is what a killed run (SIGKILL) leaves.
+    """
+    path = Path(cfg.paths.output_dir) / "metrics.json"
     record: dict[str, Any] = {
         "status": "running",
         "overrides": command_line_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
+    with recorded(path, record):
         validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
+        without_validation(cfg)
         if cfg.get("seed") is not None:  # 0 is a seed too
             L.seed_everything(cfg.seed, workers=True)
         else:  # not the seed of a job before this one in the same process (a Hydra sweep)
             os.environ.pop("PL_GLOBAL_SEED", None)
+        record.update(resume_after_requeue(cfg))  # a SLURM job requeued after a time-out goes on from last.ckpt
+        checkpoint = None
         if cfg.get("ckpt_path"):
             record["resumed_from"] = str(Path(str(cfg.ckpt_path)).resolve())
+            checkpoint = read_checkpoint(Path(str(cfg.ckpt_path)), resume=True)
             record.update(continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
+        # what a reader must know before comparing this run's numbers with published log-likelihoods
+        record["notes"] = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+                                              datamodule.binary_images)
+        if checkpoint is not None:
+            check_fits_model(checkpoint, model, Path(str(cfg.ckpt_path)))
+            del checkpoint
         check_launcher(trainer)
+        watch(trainer, path, record)
         stage = "fit"
         try:
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             record.update(fit_record(trainer))
+            if not trainer.interrupted:
+                check_finite(record, model, trainer)
             if cfg.get("test"):
                 stage = "test"
                 record.update(_test(trainer, model, datamodule))
@@ -134,34 +210,45 @@ def train(cfg: DictConfig) -> float | None:
         except BaseException as err:
             if stage == "fit":
                 record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
-            if isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
-                where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
+            where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
+            if isinstance(err, DivergedError):
+                record.update(status="diverged", error=str(err))
+            elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
+                record.update(status="terminated", error=f"terminated by SIGTERM in {where}")
+                last = record.get("last_ckpt")
+                log.error("Terminated by SIGTERM in %s.%s", where,
+                          f" Resume with ckpt_path={last}" if last and stage == "fit" else "")
+                raise SystemExit(128 + signal.SIGTERM) from err
+            elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
                 record.update(status="interrupted", error=f"interrupted in {where}")
             raise
         record["status"] = "interrupted" if trainer.interrupted else "completed"
-    return optimized_value(cfg, record)
+        value = optimized_value(cfg, record)
+    return value
 
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     """The value of ``cfg.optimized_metric`` (e.g. ``val/elbo``) for Hydra sweepers; None when unset.
 
     When checkpoints are chosen on that metric, it is the best checkpoint's score (the weights that were tested);
-    otherwise the value of the last epoch.
+    otherwise the value of the last epoch. A value that is not finite is refused (raised), so a sweeper records
+    the trial as failed instead of as the best or worst value there is.
     """
     name = cfg.get("optimized_metric")
     if not name:
         return None
     best = record.get("best") or {}
     if best.get("monitor") == name and best.get("score") is not None:
-        return best["score"]
-    stage = name.split("/", 1)[0]
-    values = record.get(stage, {})
-    if name not in values:
-        raise ConfigError(
-            f"optimized_metric={name!r} was not logged by this run; it logged: {', '.join(values) or 'nothing'} "
-            f"(an autoencoder logs no kl/elbo)"
-        )
-    value = values[name]
+        value = best["score"]
+    else:
+        stage = name.split("/", 1)[0]
+        values = record.get(stage, {})
+        if name not in values:
+            raise ConfigError(
+                f"optimized_metric={name!r} was not logged by this run; it logged: {', '.join(values) or 'nothing'} "
+                f"(an autoencoder logs no kl/elbo)"
+            )
+        value = values[name]
     if not math.isfinite(value):
-        log.warning("%s is %s", name, value)
+        raise DivergedError(f"optimized_metric {name} is {value}: not a value to optimise")
     return value
