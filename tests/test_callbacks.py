@@ -17,7 +17,21 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelab.callbacks import KLPerDimension, LatentScatter, LatentTraversal, PriorSamples, ReconstructionGrid, figures
+from vaelab.callbacks import (
+    CollapseAlarm,
+    Interpolations,
+    KLPerDimension,
+    LatentHistograms,
+    LatentScatter,
+    LatentTraversal,
+    PriorSamples,
+    Projector,
+    ReconstructionGrid,
+    figures,
+    grids,
+    images,
+)
+from vaelab.callbacks.health import code_health
 from vaelab.data import DigitsDataModule
 from vaelab.models.autoencoder import AutoencoderModule
 from vaelab.models.distributions import kl_per_dimension
@@ -26,6 +40,7 @@ from vaelab.models.output import AutoencoderOutput
 PAD = 2  # make_grid's padding in image_grid
 PAD_VALUE = 0.5
 SIDE = 8  # the digits are 8×8
+LEVEL = 0.5 / 255 + 1e-6  # a labelled grid is uint8: each value rounded to the nearest of 256 levels
 
 AE = {"_target_": "vaelab.models.objectives.Reconstruction"}  # the deterministic autoencoder
 
@@ -41,13 +56,20 @@ class Written:
 
 
 class RecordingWriter:
-    """Stands in for TensorBoard's SummaryWriter: keeps every ``add_image`` call."""
+    """Stands in for TensorBoard's SummaryWriter: keeps every ``add_image`` call (and ``add_histogram`` and
+    ``add_text`` ones, their kind in ``dataformats``)."""
 
     def __init__(self) -> None:
         self.calls: list[Written] = []
 
     def add_image(self, tag, img_tensor, global_step=None, walltime=None, dataformats="CHW") -> None:
         self.calls.append(Written(tag, img_tensor, global_step, dataformats, threading.current_thread()))
+
+    def add_histogram(self, tag, values, global_step=None, bins="tensorflow", walltime=None, max_bins=None) -> None:
+        self.calls.append(Written(tag, values, global_step, "histogram", threading.current_thread()))
+
+    def add_text(self, tag, text_string, global_step=None, walltime=None) -> None:
+        self.calls.append(Written(tag, text_string, global_step, "text", threading.current_thread()))
 
     def tags(self) -> list[str]:
         return [c.tag for c in self.calls]
@@ -109,6 +131,31 @@ def cells(grid: torch.Tensor, side: int = SIDE, atol: float = 1e-6) -> list[list
     return out
 
 
+def corner(image: Any, rows: int, cols: int, side: int) -> torch.Tensor:
+    """The grid of a labelled grid (its bottom-right corner, pixel for pixel) as a (3, H, W) float tensor."""
+    array = np.asarray(image)
+    assert array.dtype == np.uint8 and array.ndim == 3 and array.shape[2] == 3
+    height, width = grid_size(rows, cols, side)
+    assert array.shape[0] >= height and array.shape[1] > width  # a margin for the row labels on the left
+    return torch.from_numpy(array[-height:, -width:].copy()).permute(2, 0, 1).float() / 255
+
+
+def spy_on_labels(monkeypatch, module) -> list[dict]:
+    """Record the labels each ``labelled_grid`` call of ``module`` gets (and still draw them)."""
+    seen: list[dict] = []
+    real = grids.labelled_grid
+
+    def spy(grid, side, row_labels, col_labels=None, title=None, font_size=None, col_caption=None):
+        seen.append({"rows": [grids._text(r)[0] for r in row_labels],
+                     "cols": None if col_labels is None else [grids._text(c)[0] for c in col_labels],
+                     "title": None if title is None else grids._text(title),
+                     "caption": None if col_caption is None else grids._text(col_caption)[0]})
+        return real(grid, side, row_labels, col_labels, title, font_size, col_caption)
+
+    monkeypatch.setattr(module, "labelled_grid", spy)
+    return seen
+
+
 def same_image(cell: torch.Tensor, image: torch.Tensor, atol: float = 1e-6) -> None:
     """A grid cell (3 channels, make_grid's copy of a grey image) against a (1, H, W) image."""
     assert cell.shape == (3, *image.shape[-2:])
@@ -117,22 +164,24 @@ def same_image(cell: torch.Tensor, image: torch.Tensor, atol: float = 1e-6) -> N
 
 # ---------------------------------------------------------------------------------------------------- reconstructions
 @pytest.mark.parametrize("variational", [True, False])
-def test_reconstruction_rows_alternate_inputs_and_their_reconstructions(variational):
+def test_reconstruction_rows_alternate_inputs_and_their_reconstructions(variational, monkeypatch):
     module = make_module(variational=variational)
     x, y = make_batch(8)
     out = forward(module, x)
+    labels = spy_on_labels(monkeypatch, images)
     callback = ReconstructionGrid(nrow=4, min_side=8, num_images=8)
     writer = draw(callback, module, x, y, out, step=7)
 
-    assert [(c.tag, c.step, c.dataformats) for c in writer.calls] == [("val/reconstructions", 7, "CHW")]
-    grid = writer.calls[0].image
-    assert grid.shape == (3, *grid_size(4, 4, SIDE))  # no upscaling: min_side is the images' side
-    rows = cells(grid)
+    assert [(c.tag, c.step, c.dataformats) for c in writer.calls] == [("val/reconstructions", 7, "HWC")]
+    grid = corner(writer.calls[0].image, 4, 4, SIDE)  # no upscaling: min_side is the images' side
+    rows = cells(grid, atol=LEVEL)
     for block in range(2):
         for col in range(4):
-            same_image(rows[2 * block][col], x[4 * block + col])
-            same_image(rows[2 * block + 1][col], out.x_mean[4 * block + col])
+            same_image(rows[2 * block][col], x[4 * block + col], atol=LEVEL)
+            same_image(rows[2 * block + 1][col], out.x_mean[4 * block + col], atol=LEVEL)
     assert not torch.allclose(rows[0][0], rows[1][0])  # the reconstruction is not a copy of the input
+    # every row says what it is
+    assert labels[0]["rows"] == ["input", "recon", "input", "recon"]
 
 
 def test_reconstruction_grid_pads_the_last_row_and_clamps_to_the_unit_interval():
@@ -141,24 +190,36 @@ def test_reconstruction_grid_pads_the_last_row_and_clamps_to_the_unit_interval()
     out = hand_made_output(x_out, torch.zeros(6, 3), None)
     writer = draw(ReconstructionGrid(nrow=4, min_side=8, num_images=6), None, x, y, out)
 
-    rows = cells(writer.calls[0].image)
+    rows = cells(corner(writer.calls[0].image, 4, 4, SIDE), atol=LEVEL)
     assert len(rows) == 4 and all(len(r) == 4 for r in rows)
     for i in range(6):
-        same_image(rows[2 * (i // 4)][i % 4], x[i])
-        same_image(rows[2 * (i // 4) + 1][i % 4], x_out[i].clamp(0, 1))
+        same_image(rows[2 * (i // 4)][i % 4], x[i], atol=LEVEL)
+        same_image(rows[2 * (i // 4) + 1][i % 4], x_out[i].clamp(0, 1), atol=LEVEL)
     for r in (2, 3):  # the last pair of rows has 2 images and 2 blank cells in each
         for c in (2, 3):
-            torch.testing.assert_close(rows[r][c], torch.full((3, SIDE, SIDE), PAD_VALUE))
+            torch.testing.assert_close(rows[r][c], torch.full((3, SIDE, SIDE), PAD_VALUE), atol=LEVEL, rtol=0)
 
 
 def test_reconstruction_grid_upscales_small_images_by_nearest_neighbour():
     module = make_module()
     x, y = make_batch(4)
     writer = draw(ReconstructionGrid(nrow=4, min_side=20, num_images=4), module, x, y, forward(module, x))
-    grid = writer.calls[0].image
-    assert grid.shape == (3, *grid_size(2, 4, 24))  # 8 px → ×3 = 24 px, the smallest multiple ≥ 20
-    big = cells(grid, side=24)
-    same_image(big[0][1], x[1].repeat_interleave(3, -1).repeat_interleave(3, -2))
+    big = cells(corner(writer.calls[0].image, 2, 4, 24), side=24, atol=LEVEL)  # 8 px → ×3 = 24 px, ≥ 20
+    same_image(big[0][1], x[1].repeat_interleave(3, -1).repeat_interleave(3, -2), atol=LEVEL)
+
+
+def test_reconstruction_grid_of_a_collapsed_vae_has_a_red_title(monkeypatch):
+    module = make_module(latent_dim=3)
+    x, y = make_batch(8)
+    labels = spy_on_labels(monkeypatch, images)
+    # q(z|x) = p(z) for every image: the code carries nothing
+    collapsed = hand_made_output(torch.zeros(8, 1, SIDE, SIDE), torch.zeros(8, 3), torch.zeros(8, 3))
+    draw(ReconstructionGrid(nrow=4, min_side=8, num_images=8), module, x, y, collapsed)
+    healthy = hand_made_output(torch.zeros(8, 1, SIDE, SIDE), torch.randn(8, 3) * 2, torch.full((8, 3), -3.0))
+    draw(ReconstructionGrid(nrow=4, min_side=8, num_images=8), module, x, y, healthy)
+    text, colour = labels[0]["title"]
+    assert text.startswith("COLLAPSED: 0/3 active, KL 0 nats") and colour == grids.ALERT
+    assert labels[1]["title"] is None
 
 
 # ---------------------------------------------------------------------------------------------------- prior samples
@@ -216,40 +277,58 @@ def test_traversal_rows_walk_the_dimensions_with_the_most_kl_first(monkeypatch):
     assert kl.argsort(descending=True).tolist() == [2, 1, 0, 3]
     out = hand_made_output(torch.zeros(2, 1, SIDE, SIDE), mu, logvar, module.likelihood)
     seen = record_decoder_inputs(module, monkeypatch)
+    labels = spy_on_labels(monkeypatch, images)
 
     steps, span = 5, 2.0
     writer = draw(LatentTraversal(max_dims=3, steps=steps, span=span, min_side=8), module, x, y, out, step=3)
 
-    assert [(c.tag, c.step) for c in writer.calls] == [("val/traversal", 3)]
+    assert [(c.tag, c.step, c.dataformats) for c in writer.calls] == [("val/traversal", 3, "HWC")]
     (z,) = seen
     assert z.shape == (3 * steps, 4)
     walk = torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0])
     for row, dim in enumerate([2, 1, 0]):  # the 3 dimensions with the most KL, most first; dim 3 left out
         block = z[row * steps : (row + 1) * steps]
-        expected = mu[0].repeat(steps, 1)  # around the posterior mean of the first image
+        expected = mu[0].repeat(steps, 1)  # around the posterior mean of the first image, in the prior's units
         expected[:, dim] += walk
         torch.testing.assert_close(block, expected)
-    grid = writer.calls[0].image
-    assert grid.shape == (3, *grid_size(3, steps, SIDE))
+    grid = corner(writer.calls[0].image, 3, steps, SIDE)
     with torch.no_grad():
-        images = module.likelihood.mean(module.decode(z))
-    rows = cells(grid)
+        decoded = module.likelihood.mean(module.decode(z))
+    rows = cells(grid, atol=LEVEL)
     for r in range(3):
         for c in range(steps):
-            same_image(rows[r][c], images[r * steps + c])
+            same_image(rows[r][c], decoded[r * steps + c], atol=LEVEL)
+    # each row: its dimension, its KL in nats and the z values walked; each column: its offset
+    (labelled,) = labels
+    assert labelled["rows"] == [
+        f"z2 · {kl[2]:.2f} nats · −2…2",  # μ = 0 for dim 2 in the first image
+        f"z1 · {kl[1]:.2f} nats · 1…5",  # μ = 3
+        f"z0 · {kl[0]:.2f} nats · −2…2",
+    ]
+    assert labelled["cols"] == ["−2", "−1", "0", "1", "2"] and labelled["caption"] == "z = μ₀ + k, k:"
 
 
-def test_traversal_of_an_autoencoder_walks_the_first_dimensions(monkeypatch):
+def test_traversal_of_an_autoencoder_walks_each_dimension_in_units_of_its_spread(monkeypatch):
     module = make_module(latent_dim=4, variational=False)
     x, y = make_batch(3)
-    out = forward(module, x)
+    # codes of very different scales: an AE's code has no prior to fix it, so ±span must mean ±span of its spread
+    mu = torch.tensor([[10.0, 0.01, 0.0, 5.0], [30.0, 0.03, 0.0, 5.0], [20.0, 0.02, 0.0, 5.0]])
+    out = hand_made_output(torch.zeros(3, 1, SIDE, SIDE), mu, None, module.likelihood)
     seen = record_decoder_inputs(module, monkeypatch)
-    writer = draw(LatentTraversal(max_dims=2, steps=3, span=1.0, min_side=8), module, x, y, out)
+    labels = spy_on_labels(monkeypatch, images)
+    writer = draw(LatentTraversal(max_dims=3, steps=3, span=2.0, min_side=8), module, x, y, out)
+
     (z,) = seen
-    for row in range(2):
-        changed = (z[row * 3 : (row + 1) * 3] - out.mu[0]).abs().amax(0) > 1e-6
-        assert changed.tolist() == [d == row for d in range(4)]
-    assert writer.calls[0].image.shape == (3, *grid_size(2, 3, SIDE))
+    spread = mu.std(0, unbiased=False)  # 8.16, 0.0082, 0 (a dead dimension), 0
+    for row in range(3):  # the first 3 dimensions, in order
+        expected = mu[0].repeat(3, 1)
+        expected[:, row] += torch.tensor([-2.0, 0.0, 2.0]) * spread[row]
+        torch.testing.assert_close(z[row * 3 : (row + 1) * 3], expected)
+    assert (z[:3, 0].max() - z[:3, 0].min()).item() == pytest.approx(4 * 8.165, rel=1e-3)  # not ±2 on 10…30
+    assert corner(writer.calls[0].image, 3, 3, SIDE).shape == (3, *grid_size(3, 3, SIDE))
+    rows = labels[0]["rows"]
+    assert rows[0] == "z0 · sd 8.2 · −6.3…26.3" and rows[1].startswith("z1 · sd 0.0082 · ")
+    assert labels[0]["caption"] == "z = μ₀ + k·sd, k:"
 
 
 @pytest.mark.parametrize(("latent_dim", "max_dims", "steps", "rows"), [(4, 10, 9, 4), (6, 3, 7, 3)])
@@ -257,8 +336,9 @@ def test_traversal_grid_has_a_row_per_dimension_and_a_column_per_step(latent_dim
     module = make_module(latent_dim=latent_dim)
     x, y = make_batch(4)
     writer = draw(LatentTraversal(max_dims=max_dims, steps=steps), module, x, y, forward(module, x))
-    # the default min_side of 56 enlarges the 8×8 digits 7 times
-    assert writer.calls[0].image.shape == (3, *grid_size(rows, steps, 56))
+    # the default min_side of 16 enlarges the 8×8 digits twice
+    grid = corner(writer.calls[0].image, rows, steps, 16)
+    assert len(cells(grid, side=16, atol=LEVEL)) == rows
 
 
 # ---------------------------------------------------------------------------------------------------- figures
@@ -286,6 +366,87 @@ def test_kl_per_dimension_writes_an_rgb_figure_for_a_vae_and_nothing_for_an_ae()
 
     ae = make_module(variational=False)
     assert draw(KLPerDimension(num_images=16), ae, x, y, forward(ae, x)).calls == []
+
+
+def texts_outside(fig) -> list[str]:
+    """The sides of a drawn figure that its drawn contents (tick and axis labels, titles, legends) reach past,
+    clipped in the image."""
+    tight = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, of what is drawn
+    box, slack = fig.bbox_inches, 0.5 / figures.DPI
+    sides = {"left": tight.x0 < box.x0 - slack, "bottom": tight.y0 < box.y0 - slack,
+             "right": tight.x1 > box.x1 + slack, "top": tight.y1 > box.y1 + slack}
+    return [side for side, out in sides.items() if out]
+
+
+def drawn(fig):
+    figures.to_rgb(fig)  # lays it out and draws it, as the callbacks do
+    return fig
+
+
+def test_kl_bars_have_an_integer_tick_per_dimension_and_nothing_clipped():
+    # two dimensions used to get ticks at −0.25 … 1.25, and a tiny KL's tick labels ("0.00020") were cut off
+    fig = drawn(figures.kl_bars_figure(np.array([0.0002, 0.00011])))
+    (ax,) = fig.axes
+    assert list(ax.get_xticks()) == [0, 1]
+    assert texts_outside(fig) == []
+    assert all(label.get_fontsize() * figures.DPI / 72 >= 9.5 for label in ax.get_xticklabels())  # ≥ 9.5 px
+
+    many = drawn(figures.kl_bars_figure(np.random.default_rng(0).random(64)))
+    ticks = [t for t in many.axes[0].get_xticks() if -0.6 <= t <= 63.4]
+    assert len(ticks) >= 3 and all(float(t).is_integer() for t in ticks)
+    assert texts_outside(many) == []
+
+
+def test_kl_bars_colour_inactive_dimensions_and_title_a_collapse():
+    mu = torch.zeros(50, 3)
+    mu[:, 0] = torch.linspace(-2, 2, 50)  # dimension 0 carries the images; 1 and 2 are the prior's
+    logvar = torch.zeros(50, 3)
+    logvar[:, 0] = -4.0
+    health = code_health(hand_made_output(torch.zeros(50, 1, SIDE, SIDE), mu, logvar))
+    assert health.active.tolist() == [True, False, False] and not health.collapsed
+    fig = drawn(figures.kl_bars_figure(health.kl_per_dim, health.active, health))
+    bars = fig.axes[0].patches
+    assert bars[0].get_facecolor() != bars[1].get_facecolor() == bars[2].get_facecolor()
+    assert "1/3 active" in fig.axes[0].get_title()
+
+    dead = code_health(hand_made_output(torch.zeros(50, 1, SIDE, SIDE), torch.zeros(50, 3), torch.zeros(50, 3)))
+    assert dead.collapsed and dead.n_active == 0 and dead.kl_total == 0.0
+    alarm = drawn(figures.kl_bars_figure(dead.kl_per_dim, dead.active, dead))
+    title = alarm.axes[0].title
+    assert title.get_text().startswith("COLLAPSED: 0/3 active") and title.get_color() == figures.ALERT
+    assert texts_outside(alarm) == []  # the longer, bold title too
+
+
+@pytest.mark.parametrize("latent_dim", [2, 6])
+def test_latent_scatter_of_a_vae_keeps_the_prior_scale_so_a_collapse_is_a_dot(latent_dim):
+    rng = np.random.default_rng(3)
+    labels = np.arange(300) % 10
+    # a collapsed β-VAE: posterior means within ±0.04 (auto-scaled axes made them a structured cloud)
+    codes = rng.normal(size=(300, latent_dim)) * 0.01 + labels[:, None] * 0.002
+    fig = drawn(figures.latent_scatter_figure(codes, labels, None, prior_scale=True))
+    (ax,) = fig.axes
+    assert ax.get_xlim() == (-4.0, 4.0) and ax.get_ylim() == (-4.0, 4.0)
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert "sd 0.0" in ax.get_xlabel() and "sd 0.0" in ax.get_ylabel()  # the spread is printed: about 0.01
+    assert texts_outside(fig) == []
+
+    wide = drawn(figures.latent_scatter_figure(codes * 600, labels, None, prior_scale=True))  # beyond ±4: widened
+    assert wide.axes[0].get_xlim()[1] >= np.abs(project(codes * 600)).max()
+
+
+def project(codes):
+    return figures.project_2d(codes)[0]
+
+
+def test_latent_scatter_of_an_autoencoder_fits_its_codes_and_prints_their_spread():
+    rng = np.random.default_rng(4)
+    codes = rng.normal(size=(200, 2)) * np.array([30.0, 0.5])
+    fig = drawn(figures.latent_scatter_figure(codes, np.arange(200) % 3, ("a", "b", "c"), prior_scale=False))
+    (ax,) = fig.axes
+    assert ax.get_xlim()[1] > 50  # its own scale, not the prior's
+    assert f"sd {codes[:, 0].std():.2g}" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert texts_outside(fig) == []
 
 
 def test_project_2d_keeps_two_dimensional_codes_and_pads_one_dimensional_ones():
@@ -319,9 +480,9 @@ def test_project_2d_of_higher_dimensional_codes_is_their_pca():
 def test_figures_render_with_class_names_and_few_classes():
     rng = np.random.default_rng(2)
     for labels in (np.zeros(20, dtype=int), np.arange(20) % 10):
-        image = figures.latent_scatter(rng.normal(size=(20, 3)), labels, tuple("abcdefghij"), step=1)
+        image = figures.latent_scatter(rng.normal(size=(20, 3)), labels, tuple("abcdefghij"))
         assert image.dtype == np.uint8 and image.shape[2] == 3
-    bars = figures.kl_bars(np.array([0.0, 1.5, 3.0]), step=2)
+    bars = figures.kl_bars(np.array([0.0, 1.5, 3.0]))
     assert bars.dtype == np.uint8 and bars.shape[2] == 3
 
 
@@ -419,10 +580,11 @@ def test_a_failed_drawing_is_not_dropped_when_another_drawing_follows_it():
 
 
 # ---------------------------------------------------------------------------------------------------- through Lightning
-def fit(tmp_path, callbacks, max_epochs: int = 2, logger: Any = "tensorboard", optimizer=None, seed: int = 0):
+def fit(tmp_path, callbacks, max_epochs: int = 2, logger: Any = "tensorboard", optimizer=None, seed: int = 0,
+        latent_dim: int = 4):
     lightning.seed_everything(seed, verbose=False)
     datamodule = DigitsDataModule(data_dir=tmp_path / "data", batch_size=64)
-    model = AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=4, optimizer=optimizer)
+    model = AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=latent_dim, optimizer=optimizer)
     if logger == "tensorboard":
         logger = TensorBoardLogger(save_dir=tmp_path, name="tb")
     trainer = lightning.Trainer(
@@ -435,7 +597,8 @@ def fit(tmp_path, callbacks, max_epochs: int = 2, logger: Any = "tensorboard", o
 
 
 def read_events(trainer) -> EventAccumulator:
-    acc = EventAccumulator(trainer.logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    acc = EventAccumulator(trainer.logger.log_dir,
+                           size_guidance={"images": 0, "scalars": 0, "histograms": 0, "tensors": 0})
     acc.Reload()
     return acc
 
@@ -476,11 +639,11 @@ def test_through_lightning_images_follow_every_n_epochs_and_the_fixed_draws(tmp_
             np.testing.assert_array_equal(first, other, err_msg=tag)
 
     # the reconstruction grid shows the first 8 validation images in rows 0 and 2 (to the PNG's 8-bit precision)
-    grid = torch.from_numpy(png(acc.Images("val/reconstructions")[0])).permute(2, 0, 1).float() / 255
+    grid = corner(png(acc.Images("val/reconstructions")[0]), 4, 4, SIDE)
     x, _ = datamodule.fixed_batch("val", 8)
-    rows = cells(grid, atol=1.5 / 255)
+    rows = cells(grid, atol=LEVEL)
     for i in range(8):
-        same_image(rows[2 * (i // 4)][i % 4], x[i], atol=1.5 / 255)
+        same_image(rows[2 * (i // 4)][i % 4], x[i], atol=LEVEL)
 
 
 def all_callbacks():
@@ -490,6 +653,10 @@ def all_callbacks():
         LatentTraversal(max_dims=4, steps=5, min_side=8),
         LatentScatter(num_images=50),
         KLPerDimension(num_images=50),
+        Interpolations(num_pairs=2, steps=3, min_side=8),
+        LatentHistograms(num_images=50),
+        CollapseAlarm(num_images=50, kl_threshold=1e9, patience=1),  # "collapsed" at any KL: it always writes
+        Projector(num_images=20),
     ]
 
 
@@ -497,8 +664,10 @@ def test_drawing_does_not_change_the_training_trajectory(tmp_path):
     trainer, with_callbacks, _ = fit(tmp_path / "on", all_callbacks())
     _, without, _ = fit(tmp_path / "off", [])
     acc = read_events(trainer)
-    assert len(acc.Tags()["images"]) == 5  # the callbacks did draw (and sampled from the RNG) each epoch
+    assert len(acc.Tags()["images"]) == 6  # the callbacks did draw (and sampled from the RNG) each epoch
     assert all(len(acc.Images(tag)) == 2 for tag in acc.Tags()["images"])
+    assert sorted(acc.Tags()["histograms"]) == ["val/logvar", "val/mu"]
+    assert len(acc.Tensors("val/collapse/text_summary")) == 2
     state_on, state_off = with_callbacks.state_dict(), without.state_dict()
     assert state_on.keys() == state_off.keys()
     for name, value in state_on.items():

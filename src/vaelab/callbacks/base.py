@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -31,6 +33,18 @@ def logging_step(trainer: Trainer) -> int:
     return int(getattr(loop, "_batches_that_stepped", trainer.global_step))
 
 
+@dataclasses.dataclass
+class _Pass:
+    """One pass of the fixed images through the model, kept for the other callbacks that ask for the same one."""
+
+    module: weakref.ref
+    key: tuple
+    x: torch.Tensor
+    y: torch.Tensor
+    out: AutoencoderOutput
+    rng_after: list[torch.Tensor]  # the CPU (and CUDA) generator states right after it
+
+
 class DashboardCallback(Callback):
     """Draws something for a person to look at in TensorBoard after every ``every_n_epochs`` validation epochs.
 
@@ -38,7 +52,14 @@ class DashboardCallback(Callback):
     ``fixed_batch``) and the same random draws (a forked RNG seeded with ``seed``), so successive epochs differ only
     by what the model learnt, and training draws the same random numbers with the callback on or off.
     Subclasses implement :meth:`draw`; they read the model's :class:`AutoencoderOutput` only.
+
+    The dashboard callbacks of a trainer share one pass: the first to draw after an optimizer step runs the model on
+    as many fixed images as the most any of them (of the same split and seed) wants, and each takes the first
+    ``num_images`` of its output, and the random state it left, so that each draws the same thing every epoch.
     """
+
+    #: the latest pass through the model, for the next callback that wants the same one
+    _shared: _Pass | None = None
 
     def __init__(self, num_images: int = 32, every_n_epochs: int = 1, split: str = "val", seed: int = 0) -> None:
         super().__init__()
@@ -80,6 +101,7 @@ class DashboardCallback(Callback):
         self.wait(reraise=False)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        DashboardCallback._shared = None  # (its tensors)
         self.wait()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
@@ -91,12 +113,20 @@ class DashboardCallback(Callback):
     ) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
+    def due(self, trainer: Trainer) -> bool:
+        """Whether to draw at the end of this validation epoch: every ``every_n_epochs``-th, and the last."""
         last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        if (trainer.current_epoch + 1) % self.every_n_epochs and not last_epoch:
+        return last_epoch or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self.due(trainer):
             return
+        self.draw_now(trainer, pl_module)
+
+    def draw_now(self, trainer: Trainer, pl_module: LightningModule, step: int | None = None) -> None:
+        """Pass the fixed images through the model (in eval mode, without gradients, under the fixed seed) and
+        :meth:`draw` what came out, at ``step`` (default: the step of the metrics logged now); nothing (and one
+        warning) without a TensorBoard logger."""
         writer = tensorboard_writer(trainer)
         if writer is None:
             if not self._warned:
@@ -104,14 +134,48 @@ class DashboardCallback(Callback):
                             type(self).__name__)
                 self._warned = True
             return
-        self.class_names = getattr(trainer.datamodule, "class_names", None)
-        x, y = trainer.datamodule.fixed_batch(self.split, self.num_images)
-        x, y = x.to(pl_module.device), y.to(pl_module.device)
+        datamodule = trainer.datamodule
+        self.class_names = getattr(datamodule, "class_names", None)
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        step = logging_step(trainer) if step is None else step
+        # the weights are those of this optimizer step (also at the end of training, after the last validation)
+        wanted = [c.num_images for c in getattr(trainer, "callbacks", ())
+                  if isinstance(c, DashboardCallback) and (c.split, c.seed) == (self.split, self.seed)]
+        n = max([self.num_images, *wanted])
+        key = (id(trainer), trainer.global_step, self.split, n, self.seed, str(pl_module.device))
+        shared = DashboardCallback._shared
         was_training = pl_module.training
         pl_module.eval()
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(self.seed)
-            out = pl_module(x)
-            self.draw(writer, self.split, logging_step(trainer), pl_module, x, y, out)
-        pl_module.train(was_training)
+        try:
+            with torch.random.fork_rng(devices=devices), torch.no_grad():
+                if shared is not None and shared.key == key and shared.module() is pl_module:
+                    x, y, out = shared.x, shared.y, shared.out
+                    _set_rng_states(shared.rng_after, devices)
+                else:
+                    x, y = datamodule.fixed_batch(self.split, n)
+                    if hasattr(datamodule, "class_labels"):  # factor labels (N, F): the factor plots are coloured by
+                        y = datamodule.class_labels(y)
+                    x, y = x.to(pl_module.device), y.to(pl_module.device)
+                    torch.manual_seed(self.seed)
+                    out = pl_module(x)
+                    rng_after = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
+                    DashboardCallback._shared = _Pass(weakref.ref(pl_module), key, x, y, out, rng_after)
+                if len(x) > self.num_images:
+                    x, y, out = x[: self.num_images], y[: self.num_images], first(out, self.num_images)
+                self.draw(writer, self.split, step, pl_module, x, y, out)
+        finally:
+            pl_module.train(was_training)
+
+
+def _set_rng_states(states: list[torch.Tensor], devices: list[torch.device]) -> None:
+    torch.set_rng_state(states[0])
+    for device, state in zip(devices, states[1:], strict=True):
+        torch.cuda.set_rng_state(state, device)
+
+
+def first(out: AutoencoderOutput, n: int) -> AutoencoderOutput:
+    """The output of the first ``n`` images of a pass (the batch mean ``loss`` and ``terms`` stay the whole pass's)."""
+    return dataclasses.replace(
+        out, x_out=out.x_out[:n], z=out.z[:n], mu=out.mu[:n], logvar=None if out.logvar is None else out.logvar[:n],
+        recon=out.recon[:n], kl=out.kl[:n],
+    )
