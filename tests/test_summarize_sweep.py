@@ -235,3 +235,18 @@ def test_exit_code_2_on_missing_or_empty_folder(tmp_path: Path, script: ModuleTy
     assert "no job folder" in result.stderr
     assert not (empty / "summary.csv").exists()
     assert script.main([str(tmp_path / "missing")]) == 2
+
+
+def test_the_comparability_notes_of_the_jobs_are_listed_under_the_table(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    grey = "The images are grey levels, not binary: a cross-entropy."
+    write_job(sweep, "0_model.beta=1", ["model.beta=1"], {**vae_metrics(1.0, 20.0, 3.0), "notes": [grey]})
+    write_job(sweep, "1_model.beta=4", ["model.beta=4"], {**vae_metrics(4.0, 25.0, 1.0), "notes": [grey]})
+    write_job(sweep, "2_data.binarize=dynamic", ["data.binarize=dynamic"], {**vae_metrics(1.0, 20.0, 3.0),
+                                                                            "notes": []})
+    sweep_report.summarize(sweep, sweep_report.find_job_dirs(sweep), sweep)
+    text = (sweep / "summary.md").read_text()
+    assert text.count(grey) == 1 and f"- Note (jobs 0, 1): {grey}" in text
+    write_job(sweep, "3_model.beta=2", ["model.beta=2"], {**vae_metrics(2.0, 22.0, 2.0)})  # an older record: none
+    sweep_report.summarize(sweep, sweep_report.find_job_dirs(sweep), sweep)
+    assert f"- Note (jobs 0, 1): {grey}" in (sweep / "summary.md").read_text()

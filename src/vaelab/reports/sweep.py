@@ -14,7 +14,12 @@ Writes into ``--out`` (default: the sweep folder):
 * ``summary.md`` - a one-line header with the job counts, then a GitHub-markdown table (2 decimals, ``–``
   for missing values), also printed to stdout;
 * ``rate_distortion.png`` - KL (rate) against reconstruction (distortion), one labelled point per
-  completed job, from the test metrics (the val metrics when the test ones are missing).
+  completed job, from the test metrics (the val metrics when the test ones are missing);
+* ``disentanglement.png`` - only when jobs logged disentanglement scores (``data=shapes``): MIG and the FactorVAE
+  score against β and against the −ELBO, one line per setting of the other differing overrides.
+
+The disentanglement scores (``mig``, ``factor_vae``, ``sap``, ``dci_disentanglement``) are columns only when some
+job has them, from the test metrics (the best checkpoint's), else the last validation's.
 
 Exit status: 0 when the sweep was summarised (failed jobs included), 2 when the folder does not exist or
 holds no job folders.
@@ -42,8 +47,11 @@ METRIC_COLUMNS = [
     "test_kl",
     "active_units",
 ]
+#: disentanglement scores (``test/mig``, else ``val/mig`` …): a column each when some job logged it
+FACTOR_COLUMNS = ["mig", "factor_vae", "sap", "dci_disentanglement"]
 MISSING_MD = "–"
 PLOT_NAME = "rate_distortion.png"
+FACTOR_PLOT_NAME = "disentanglement.png"
 
 
 @dataclass
@@ -81,8 +89,10 @@ def warn(message: str) -> None:
 
 
 def job_sort_key(name: str) -> tuple[int, int, str]:
-    """Numeric folder names first, in numeric order (2 before 10), then any others by name."""
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+    """Folders named by job number first (``3``, or ``3_model.beta=4`` as vaelab names them), in numeric order (2
+    before 10), then any others by name."""
+    number = name.split("_", 1)[0]
+    return (0, int(number), name) if number.isdigit() else (1, 0, name)
 
 
 def find_job_dirs(sweep_dir: Path) -> list[Path]:
@@ -178,9 +188,20 @@ def job_row(job: Job, keys: list[str]) -> dict[str, Any]:
         test_recon=job.metric("test", "recon"),
         test_kl=job.metric("test", "kl"),
         active_units=int(active) if isinstance(active, float) and active.is_integer() else active,
-        status=job.status,
     )
+    row.update({name: factor_metric(job, name)[0] for name in FACTOR_COLUMNS})
+    row["status"] = job.status
     return row
+
+
+def factor_metric(job: Job, name: str) -> tuple[float | None, str | None]:
+    """A disentanglement score of the job and the split it comes from: ``test/<name>`` (the tested checkpoint's),
+    else ``val/<name>`` (the last scored validation epoch's); ``(None, None)`` when it has neither."""
+    for split in ("test", "val"):
+        value = job.metric(split, name)
+        if value is not None:
+            return value, split
+    return None, None
 
 
 def csv_cell(value: Any) -> str:
@@ -306,6 +327,101 @@ def write_plot(path: Path, sweep_dir: Path, jobs: list[Job], keys: list[str]) ->
     return split
 
 
+FACTOR_LABELS = {"mig": "MIG", "factor_vae": "FactorVAE score"}
+BETA_KEY = "model.beta"
+
+
+def job_beta(job: Job, split: str) -> float | None:
+    """The β the job's loss used: its logged ``<split>/beta`` (the other split's, else the ``model.beta``
+    override, when that is missing)."""
+    for where in (split, "test", "val"):
+        value = job.metric(where, "beta")
+        if value is not None:
+            return value
+    try:
+        return float(job.overrides[BETA_KEY])
+    except (KeyError, ValueError):
+        return None
+
+
+def factor_points(jobs: list[Job], name: str) -> list[tuple[Job, float, float | None, float | None]]:
+    """``(job, score, β, −ELBO)`` of the completed jobs that logged the score ``name``; β and the −ELBO (None when
+    missing) come from the split the score does (test, else val)."""
+    points = []
+    for job in jobs:
+        value, split = factor_metric(job, name)
+        if job.completed and value is not None:
+            points.append((job, value, job_beta(job, split), neg(job.metric(split, "elbo"))))
+    return points
+
+
+def series_label(job: Job, keys: list[str]) -> str:
+    """What tells the job's line apart: its values of the differing overrides other than β."""
+    return ", ".join(f"{k}={job.overrides.get(k, '–')}" for k in keys) or "all jobs"
+
+
+def write_factor_plot(path: Path, sweep_dir: Path, jobs: list[Job], keys: list[str]) -> None:
+    """MIG and the FactorVAE score (one row each, when logged) against β (log scale) and against the −ELBO, one line
+    per setting of the differing overrides other than β (e.g. the objective), each point labelled with its β."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [name for name in FACTOR_LABELS if factor_points(jobs, name)]
+    fig = Figure(figsize=(11, 4 * len(names) + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(names), 2, squeeze=False)
+    plotted = [job for name in names for job, *_ in factor_points(jobs, name)]
+    others = [k for k in differing_keys(list({id(j): j for j in plotted}.values())) if k != BETA_KEY]
+    for row, name in zip(axes, names, strict=True):
+        points = factor_points(jobs, name)
+        series: dict[str, list[tuple[float, float | None, float | None]]] = {}
+        for job, value, beta, neg_elbo in points:
+            series.setdefault(series_label(job, others), []).append((value, beta, neg_elbo))
+        by_beta, by_elbo = row
+        for label, values in series.items():
+            with_beta = sorted((b, v) for v, b, _ in values if b is not None)
+            line = by_beta.plot([b for b, _ in with_beta], [v for _, v in with_beta], "o-", label=label)[0]
+            with_elbo = sorted((e, v, b) for v, b, e in values if e is not None)
+            by_elbo.plot([e for e, _, _ in with_elbo], [v for _, v, _ in with_elbo], "o", color=line.get_color(),
+                         label=label)
+            for e, v, b in with_elbo:
+                if b is not None:
+                    by_elbo.annotate(f"β={b:g}", (e, v), xytext=(4, 4), textcoords="offset points", fontsize=8)
+        betas = sorted({b for _, _, b, _ in points if b is not None})
+        if betas and betas[0] > 0:  # (a β of 0 stays on a linear axis)
+            by_beta.set_xscale("log", base=2)
+            by_beta.set_xticks(betas, [f"{b:g}" for b in betas])
+        elif not betas:
+            write_note(by_beta, "no job logged β")
+        by_beta.set_xlabel("β")
+        by_elbo.set_xlabel("−ELBO (nats/image)")
+        for ax in row:
+            ax.set_ylabel(FACTOR_LABELS[name])
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+        if len(series) > 1:
+            by_beta.legend(fontsize=8)
+        by_beta.set_title(f"{FACTOR_LABELS[name]} against β")
+        by_elbo.set_title(f"{FACTOR_LABELS[name]} against the −ELBO")
+    fig.suptitle(f"Disentanglement (test split, else the last scored validation): {sweep_dir.name}")
+    fig.savefig(path, dpi=110)
+
+
+def notes_lines(jobs: list[Job]) -> str:
+    """The jobs' comparability notes (``metrics.json``'s ``notes``: when their numbers are not log-likelihoods
+    comparable with published ones), each once, with the jobs it concerns; empty when there are none."""
+    by_note: dict[str, list[str]] = {}
+    for job in jobs:
+        for note in job.record.get("notes") or []:
+            by_note.setdefault(str(note), []).append(job.name.split("_", 1)[0])
+    if not by_note:
+        return ""
+    every = len(jobs)
+    lines = [f"- Note ({'every job' if len(names) == every else 'jobs ' + ', '.join(names)}): {note}"
+             for note, names in by_note.items()]
+    return "\n" + "\n".join(lines) + "\n"
+
+
 def summarize(sweep_dir: Path, job_dirs: list[Path], out_dir: Path) -> list[Path]:
     """Write summary.csv, summary.md and rate_distortion.png for ``job_dirs``; print the table.
     Returns the paths written."""
@@ -317,18 +433,23 @@ def summarize(sweep_dir: Path, job_dirs: list[Path], out_dir: Path) -> list[Path
         elif not job.completed:
             warn(f"job {job.name} did not complete (status {job.status})")
     keys = differing_keys(jobs)
-    columns = ["job", *keys, *METRIC_COLUMNS, "status"]
     rows = [job_row(job, keys) for job in jobs]
+    scores = [name for name in FACTOR_COLUMNS if any(row[name] is not None for row in rows)]
+    columns = ["job", *keys, *METRIC_COLUMNS, *scores, "status"]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = out_dir / "summary.csv", out_dir / "summary.md", out_dir / PLOT_NAME
     write_csv(csv_path, columns, rows)
-    table = markdown(header_line(sweep_dir, jobs), columns, rows)
+    table = markdown(header_line(sweep_dir, jobs), columns, rows) + notes_lines(jobs)
     md_path.write_text(table)
     if write_plot(png_path, sweep_dir, jobs, keys) is None:
         warn(f"no completed job logged KL values (autoencoders only?): {png_path.name} holds only a note")
+    written = [csv_path, md_path, png_path]
+    if factor_points(jobs, "mig") or factor_points(jobs, "factor_vae"):
+        written.append(out_dir / FACTOR_PLOT_NAME)
+        write_factor_plot(written[-1], sweep_dir, jobs, keys)
     print(table)
-    return [csv_path, md_path, png_path]
+    return written
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
