@@ -44,10 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("VAELAB_ROOT", str(ROOT))
 
-from vaelab.tasks.runtime import skip_failing_nvml_probe  # noqa: E402
-
 from vaelab.data import FashionMNISTDataModule, MNISTDataModule  # noqa: E402
 from vaelab.data.idx import write_random_mnist_layout  # noqa: E402
+from vaelab.tasks.runtime import skip_failing_nvml_probe  # noqa: E402
 
 FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST", FashionMNISTDataModule)}
 
@@ -125,6 +124,7 @@ def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
+
     from vaelab.tasks.train import build
 
     GlobalHydra.instance().clear()

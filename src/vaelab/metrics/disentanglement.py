@@ -387,18 +387,10 @@ def factor_vae_details(
 
 
 def factor_vae_score(
-    represent: Callable[[np.ndarray], Any],
-    factor_sizes: Sequence[int],
-    rng: RandomState,
-    n_train_votes: int = 10_000,
-    n_eval_votes: int = 5_000,
-    batch_size: int = 64,
-    n_variance_estimate: int = 10_000,
-    *,
-    prune_threshold: float = 1e-6,
-    max_rows_per_call: int = 8192,
+    represent: Callable[[np.ndarray], Any], factor_sizes: Sequence[int], rng: RandomState, **options: Any
 ) -> float:
     """The FactorVAE disentanglement score: accuracy of a majority-vote classifier from code dim to factor.
+    ``options`` are :func:`factor_vae_details`'s keyword arguments (vote counts, batch size, pruning threshold).
 
     Kim & Mnih (2018), sec. 4: each code dim is divided by its standard deviation over ``n_variance_estimate``
     codes of uniformly drawn factor combinations, and dims whose std is at most ``prune_threshold`` (collapsed)
@@ -417,17 +409,7 @@ def factor_vae_score(
     ``prune_threshold`` is an absolute std, so the score is invariant to rescaling a dim unless the new scale
     brings it to or below the threshold.
     """
-    return factor_vae_details(
-        represent,
-        factor_sizes,
-        rng,
-        n_train_votes,
-        n_eval_votes,
-        batch_size,
-        n_variance_estimate,
-        prune_threshold=prune_threshold,
-        max_rows_per_call=max_rows_per_call,
-    )["score"]
+    return factor_vae_details(represent, factor_sizes, rng, **options)["score"]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ def skip_failing_nvml_probe() -> bool:
 
     Lightning sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` (so that checking for CUDA does not initialise it). Adam's
     ``step`` asks ``torch.accelerator.is_available()`` each time, and with that setting a CUDA build of PyTorch
-    tries to ``dlopen`` NVML on every call when the machine has no NVIDIA driver: about 0.16 ms per step, measured
-    on a 2-core CPU machine. Where NVML cannot be loaded PyTorch falls back to the CUDA runtime's device count
+    tries to ``dlopen`` NVML on every call when the machine has no NVIDIA driver (its cost is in the README's
+    performance notes). Where NVML cannot be loaded PyTorch falls back to the CUDA runtime's device count
     anyway, so switching the NVML check off there changes no answer, only the cost. Returns True if it did.
     """
     if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
