@@ -9,14 +9,16 @@ of the code under test.
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.metrics.active_units import active_units, posterior_mean_variance
-from vaelab.metrics.likelihood import bits_per_dim, evaluate, importance_weighted_bound
+from vaelab.metrics.likelihood import bits_per_dim, comparability_notes, evaluate, importance_weighted_bound
 from vaelab.models import AutoencoderModule
+from vaelab.models.distributions import kl_to_standard_normal
 from vaelab.models.likelihoods import GaussianLikelihood
 
 DTYPE = torch.float64
@@ -326,3 +328,100 @@ def test_evaluate_rejects_empty_input() -> None:
     vae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4)
     with pytest.raises(ValueError, match="non-empty"):
         evaluate(vae, [])
+
+
+# ------------------------------------------------------------------------ comparability, Bernoulli IWAE, active units
+
+
+@pytest.mark.parametrize(
+    "likelihood,binarize,warns",
+    [
+        ("bernoulli", "dynamic", None),  # the published protocol: nothing to say
+        ("bernoulli", "none", "cross-entropy"),
+        ("bernoulli", "static", "Larochelle"),
+        ("gaussian", "none", "dequantisation"),
+        ("gaussian", "dynamic", "dequantisation"),
+        ("bernoulli", "none (binary data)", None),  # data=shapes: binary as it comes
+    ],
+)
+def test_comparability_notes_say_exactly_when_numbers_are_not_published_log_likelihoods(likelihood, binarize, warns):
+    binary = binarize.endswith("(binary data)")
+    notes = comparability_notes(likelihood, binarize.split()[0], binary_images=binary)
+    if warns is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and warns in notes[0]
+
+
+def bernoulli_vae(seed: int = 0) -> AutoencoderModule:
+    torch.manual_seed(seed)
+    return AutoencoderModule(image_shape=[1, 6, 6], latent_dim=3,
+                             net={"encoder": {"_target_": "vaelab.models.nets.MLPEncoder", "hidden_dims": [32]},
+                                  "decoder": {"_target_": "vaelab.models.nets.MLPDecoder", "hidden_dims": [32]}})
+
+
+BINARY = torch.bernoulli(torch.full((16, 1, 6, 6), 0.3), generator=torch.Generator().manual_seed(1))
+
+
+def test_bernoulli_one_sample_bound_agrees_with_the_elbo_on_a_nonlinear_vae():
+    model = bernoulli_vae()
+    g = torch.Generator().manual_seed(2)
+    draws = torch.stack([importance_weighted_bound(model, BINARY, 1, generator=g) for _ in range(400)])  # (R, B)
+    with torch.no_grad():
+        mu, logvar = model.encode(BINARY)
+    z = mu + (0.5 * logvar).exp() * torch.randn(2000, *mu.shape, generator=g)
+    with torch.no_grad():
+        recon = model.likelihood.nll(model.decode(z.reshape(-1, 3)), BINARY.repeat(2000, 1, 1, 1)).reshape(2000, -1)
+    elbo = -(recon.mean(0) + kl_to_standard_normal(mu, logvar))  # E_q[log p(x|z)] − KL, per image
+    error = draws.mean(0) - elbo
+    assert error.abs().max() < 4 * (draws.std(0) / 20 + recon.std(0) / math.sqrt(2000)).max()
+
+
+def test_bernoulli_bound_rises_with_k_on_a_nonlinear_vae():
+    model = bernoulli_vae()
+    with torch.no_grad():  # a posterior far from the prior and from the truth, so that more samples help
+        model.encoder[-1].weight[:3].mul_(8.0)
+    g = torch.Generator().manual_seed(3)
+    bounds = [torch.stack([importance_weighted_bound(model, BINARY, k, generator=g) for _ in range(30)]).mean().item()
+              for k in (1, 10, 100)]
+    assert bounds[0] < bounds[1] - 0.05 < bounds[2] - 0.1
+
+
+class FixedCodes(torch.nn.Module):
+    """An encoder that returns given posterior means (and log σ² = 0) for the batch's images, by their index."""
+
+    def __init__(self, mu: torch.Tensor) -> None:
+        super().__init__()
+        self.mu = mu
+        self.seen = 0
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.mu[self.seen : self.seen + len(x)]
+        self.seen += len(x)
+        return torch.cat([mu, torch.zeros_like(mu)], dim=1) + 0 * self.dummy
+
+
+def test_active_units_logged_while_validating_count_the_constructed_means():
+    """μ varies a lot in dims 0 and 2, a little in dim 1 (variance 0.0025 < 0.01) and not at all in dim 3 (held at
+    2): the model's own epoch reduction must log 2 active units, over batches of uneven size."""
+    g = torch.Generator().manual_seed(4)
+    mu = torch.zeros(50, 4)
+    mu[:, 0] = torch.randn(50, generator=g)
+    mu[:, 1] = 0.05 * torch.tensor([1.0, -1.0]).repeat(25)  # mean 0, variance exactly 0.0025
+    mu[:, 2] = 3.0 + torch.randn(50, generator=g)
+    mu[:, 3] = 2.0  # constant away from 0: a count of E[μ²] instead of the variance would call it active
+    model = AutoencoderModule(image_shape=[1, 2, 2], latent_dim=4)
+    model.encoder = FixedCodes(mu)
+    logged = {}
+    model.log_dict = lambda values, **kwargs: logged.update(values)
+    model._trainer = types.SimpleNamespace(
+        strategy=types.SimpleNamespace(reduce=lambda t, reduce_op: t), global_step=0, state=None,
+    )
+    model.on_validation_epoch_start()
+    for n in (20, 20, 10):
+        model.model_step((torch.rand(n, 1, 2, 2), torch.zeros(n)), "val")
+    model._log_epoch("val")
+    assert logged["val/active_units"] == 2 == active_units(mu)
+    variances = posterior_mean_variance(mu)
+    assert variances[1] == pytest.approx(0.0025) and variances[3] == 0

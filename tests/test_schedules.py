@@ -117,6 +117,24 @@ def test_capacity_control_loss():
         torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (capacity - out.kl.mean()))
 
 
+def test_capacity_control_takes_the_batch_mean_kl_before_the_absolute_value():
+    """A batch with some images' KL above C and some below: the loss is γ·|mean KL − C| (Burgess et al.'s minibatch
+    objective), not the mean of per-image |KL − C|, which would differ here."""
+    model = _model(None, 3.0, {**CAPACITY, "c_max": 1.0, "capacity_steps": 1})
+    _at_step(model, 5)  # C = c_max from step 1 on
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():  # spread the encoder's means so that the per-image KLs differ widely
+        model.encoder[-1].weight[:3].mul_(10.0)  # the rows of μ (the last three are log σ²)
+    c = float(model(x).kl.quantile(0.3))  # the KL is in closed form: the same in the next pass
+    model.objective.c_max = c
+    out = model(x)
+    assert (out.kl > c).sum() > 10 and (out.kl < c).sum() > 10
+    per_image = 3.0 * (out.kl - c).abs().mean()
+    batch_mean = 3.0 * (out.kl.mean() - c).abs()
+    assert not torch.isclose(per_image, batch_mean, rtol=1e-3)
+    torch.testing.assert_close(out.loss, out.recon.mean() + batch_mean)
+
+
 def test_warmup_weight_used_in_the_loss():
     model = _model({"_target_": "vaelab.models.schedules.LinearWarmup", "warmup_steps": 10}, 4.0)
     for step, beta in [(0, 0.0), (5, 2.0), (10, 4.0), (30, 4.0)]:

@@ -53,6 +53,8 @@ class ImageDataModule(LightningDataModule):
     num_classes: int = 10
     class_names: tuple[str, ...] = tuple(str(i) for i in range(10))
     name: str = "images"
+    #: whether the images are binary (0 or 255) as the data set comes, without data.binarize (synthetic shapes)
+    binary_images: bool = False
 
     def __init__(
         self,

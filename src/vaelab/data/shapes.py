@@ -79,6 +79,7 @@ class ShapesDataModule(ImageDataModule):
     """
 
     name = "shapes"
+    binary_images = True
     factor_names = FACTOR_NAMES
 
     def __init__(

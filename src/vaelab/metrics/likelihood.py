@@ -97,18 +97,31 @@ def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float |
     return nats_per_image / (int(num_dims) * math.log(2.0))
 
 
-def comparability_notes(likelihood: str, binarize: str) -> list[str]:
-    """What a reader must know before putting this run's −ELBO, −L_K or bits/dim next to published log-likelihoods:
-    nothing for a Bernoulli likelihood on binarised images; a note for a Bernoulli "likelihood" on grey levels (a
-    cross-entropy, not a normalised likelihood) and for a Gaussian density on 8-bit pixels (no dequantisation).
-    ``likelihood`` is ``model.likelihood``, ``binarize`` is ``data.binarize``."""
-    if likelihood == "bernoulli" and binarize == "none":
-        return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
-                "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
-                "log-likelihoods (those use data.binarize=dynamic or static)."]
+def comparability_notes(likelihood: str, binarize: str, binary_images: bool = False) -> list[str]:
+    """What a reader must know before putting this run's −ELBO, −L_K or bits/dim next to published log-likelihoods.
+
+    * Bernoulli on grey levels (``binarize=none`` of a data set whose images are not ``binary_images`` already, as
+      ``data=shapes``' are): a cross-entropy, not a normalised likelihood;
+    * Gaussian: a density on 8-bit pixels without dequantisation;
+    * Bernoulli on ``binarize=static``: one Bernoulli draw of the data set, made here, which is not the fixed
+      binarised-MNIST file of Larochelle & Murray (2011) that part of the literature reports on;
+    * Bernoulli on ``binarize=dynamic``: nothing: the protocol of Burda et al. (2016) and most later work (fresh
+      draws for training, one fixed draw of the test images).
+
+    ``likelihood`` is ``model.likelihood``, ``binarize`` is ``data.binarize``, ``binary_images`` the DataModule's
+    own ``binary_images``.
+    """
     if likelihood == "gaussian":
         return ["A Gaussian density on 8-bit pixels without dequantisation: -ELBO, -L_K and bits/dim are not "
                 "comparable with published discrete log-likelihoods (and bits/dim may be negative)."]
+    if binarize == "none" and not binary_images:
+        return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
+                "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
+                "log-likelihoods (those use data.binarize=dynamic or static)."]
+    if binarize == "static":
+        return ["data.binarize=static is one Bernoulli draw of the images made here (seeded by data.binarize_seed), "
+                "not the fixed binarised-MNIST file of Larochelle & Murray (2011): compare with results on "
+                "dynamically binarised MNIST, or on that file, with care."]
     return []
 
 

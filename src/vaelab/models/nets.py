@@ -23,28 +23,36 @@ def _check_shape(image_shape: ImageShape) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _mlp(sizes: Sequence[int], activation: type[nn.Module]) -> list[nn.Module]:
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def _mlp(sizes: Sequence[int], activation: str) -> list[nn.Module]:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}: choose one of {', '.join(ACTIVATIONS)}")
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [nn.Linear(n_in, n_out), activation()]
+        layers += [nn.Linear(n_in, n_out), ACTIVATIONS[activation]()]
     return layers
 
 
 class MLPEncoder(nn.Sequential):
-    """Flatten, then fully connected layers of ``hidden_dims`` with ReLU, then a linear map to ``out_features``."""
+    """Flatten, then fully connected layers of ``hidden_dims`` with ``activation`` (relu, tanh, elu), then a linear
+    map to ``out_features``."""
 
-    def __init__(self, image_shape: ImageShape, out_features: int, hidden_dims: Sequence[int] = (400,)) -> None:
+    def __init__(self, image_shape: ImageShape, out_features: int, hidden_dims: Sequence[int] = (400,),
+                 activation: str = "relu") -> None:
         sizes = [prod(_check_shape(image_shape)), *hidden_dims]
-        super().__init__(nn.Flatten(), *_mlp(sizes, nn.ReLU), nn.Linear(sizes[-1], out_features))
+        super().__init__(nn.Flatten(), *_mlp(sizes, activation), nn.Linear(sizes[-1], out_features))
 
 
 class MLPDecoder(nn.Sequential):
-    """Fully connected layers of ``hidden_dims`` with ReLU, then a linear map reshaped to the image."""
+    """Fully connected layers of ``hidden_dims`` with ``activation``, then a linear map reshaped to the image."""
 
-    def __init__(self, image_shape: ImageShape, latent_dim: int, hidden_dims: Sequence[int] = (400,)) -> None:
+    def __init__(self, image_shape: ImageShape, latent_dim: int, hidden_dims: Sequence[int] = (400,),
+                 activation: str = "relu") -> None:
         shape = _check_shape(image_shape)
         sizes = [latent_dim, *hidden_dims]
-        super().__init__(*_mlp(sizes, nn.ReLU), nn.Linear(sizes[-1], prod(shape)), nn.Unflatten(1, shape))
+        super().__init__(*_mlp(sizes, activation), nn.Linear(sizes[-1], prod(shape)), nn.Unflatten(1, shape))
 
 
 def _downsampled(size: int, n: int) -> list[int]:

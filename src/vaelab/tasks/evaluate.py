@@ -13,10 +13,12 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ConfigError
+from vaelab.metrics.factors import disentanglement_metrics, has_factors
 from vaelab.metrics.likelihood import comparability_notes, evaluate
 from vaelab.models import AutoencoderModule
 from vaelab.tasks.hydra_job import command_line_overrides
 from vaelab.tasks.record import recorded
+from vaelab.tasks.resume import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,13 @@ UNITS = {
     "iw_k": "importance samples K",
     "active_units": "latent units with Cov_x(E_q[z]) > 0.01",
     "mse": "per-pixel mean squared error of the reconstruction",
+    # data with ground-truth factors only (data=shapes): vaelab.metrics.factors, all in [0, 1], higher is better
+    "mig": "mutual information gap of μ (Chen et al. 2018)",
+    "factor_vae": "FactorVAE score (Kim & Mnih 2018; over all factors)",
+    "sap": "SAP score of μ (Kumar et al. 2018)",
+    "dci_disentanglement": "DCI disentanglement of μ (Eastwood & Williams 2018)",
+    "dci_completeness": "DCI completeness of μ",
+    "dci_informativeness": "DCI informativeness (factor accuracy from μ)",
     "num_images": "images",
 }
 
@@ -49,10 +58,15 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
     path = Path(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
     if path is None or not path.is_file():
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
-                          "e.g. ckpt_path=logs/train/runs/<time>/checkpoints/last.ckpt")
+                          "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
+    checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
     device = _device(cfg.device)
-    model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
+    except Exception as err:  # a checkpoint of vaelab's model that this version cannot rebuild
+        first = (str(err).splitlines() or [""])[0][:300]
+        raise ConfigError(f"ckpt_path={path} is not a usable checkpoint: its model cannot be rebuilt from it "
+                          f"({type(err).__name__}: {first})") from None
     data = data_config(cfg.get("data"), checkpoint.get("vaelab_data"), path, command_line_overrides(),
                        local_data_dir=cfg.paths.get("data_dir"))
     datamodule = instantiate(data)
@@ -115,7 +129,7 @@ def format_table(metrics: dict[str, Any], title: str) -> str:
         if value is None:
             continue
         shown = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
-        lines.append(f"{key:<16}{shown}  {unit}")
+        lines.append(f"{key:<20}{shown}  {unit}")
     return "\n".join(lines)
 
 
@@ -130,19 +144,16 @@ def run_evaluation(cfg: DictConfig) -> float | None:
             L.seed_everything(cfg.seed)
         datamodule.prepare_data()
         datamodule.setup("test")
-        loader = {"train": datamodule.train_dataloader, "val": datamodule.val_dataloader,
-                  "test": datamodule.test_dataloader}[cfg.split]()
-        draw = None  # dynamic binarisation draws afresh while training; evaluation uses one fixed draw
-        if cfg.split == "train" and datamodule.hparams.binarize == "dynamic":
-            draw = torch.Generator().manual_seed(datamodule.hparams.binarize_seed)
-        batches = (
-            (datamodule.to_float(x) if draw is None else torch.bernoulli(datamodule.to_float(x), generator=draw), y)
-            for x, y in loader
-        )
-        notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"))
+        batches = datamodule.evaluation_batches(cfg.split)
+        notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+                                    datamodule.binary_images)
         per_sample = datamodule.eval_batch_size * math.prod(model.image_shape)
         chunk = cfg.get("iw_chunk_size") or max(1, IW_BUDGET // per_sample)
         metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
+        if has_factors(datamodule):  # the same scores as callbacks.disentanglement logs while training
+            options = cfg.get("disentanglement")
+            options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+            metrics.update(disentanglement_metrics(model, datamodule, cfg.split, **options))
         record.update(
             data=type(datamodule).__name__,
             global_step=checkpoint.get("global_step"),
