@@ -39,6 +39,17 @@ def compose_train(tmp_path: Path, overrides: list[str] = (), fast: bool = True) 
     return cfg
 
 
+def compose_eval(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
+    """The eval config as ``src/eval.py`` would compose it, writing into ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name="eval", overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "eval")
+        cfg.paths.data_dir = str(tmp_path / "data")
+    return cfg
+
+
 @pytest.fixture
 def python() -> str:
     return sys.executable

@@ -7,24 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, compose_train
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
+from conftest import compose_eval, compose_train
 
 from vaelab.errors import ConfigError
 from vaelab.tasks.evaluate import data_config, run_evaluation
 from vaelab.tasks.train import train
-
-
-def compose_eval(tmp_path, overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "eval")
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
 
 
 @pytest.fixture(scope="module")

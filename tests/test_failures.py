@@ -17,12 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONF, FAST, ROOT, compose_train
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from conftest import FAST, ROOT, compose_eval, compose_train
 from lightning import Callback
 from lightning.pytorch.callbacks import TQDMProgressBar
-from omegaconf import open_dict
 
 from vaelab.callbacks.divergence import DivergedError, advice, divergence_message, non_finite_terms
 from vaelab.callbacks.progress import EpochLines, progress_bar
@@ -292,16 +289,6 @@ def bad_checkpoint(kind: str, path: Path, good: Path) -> str:
 
 KINDS = ["empty", "random bytes", "truncated", "foreign", "pickled object", "another program's", "weights only",
          "diverged"]
-
-
-def compose_eval(tmp_path: Path, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name="eval", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path / "eval")
-        cfg.paths.data_dir = str(tmp_path / "data")
-    return cfg
 
 
 @pytest.mark.parametrize("kind", KINDS)
