@@ -10,7 +10,7 @@ import types
 
 import pytest
 import torch
-from conftest import compose_train
+from conftest import compose_eval, compose_train
 
 from vaelab.models import AutoencoderModule
 from vaelab.models.distributions import (
@@ -20,6 +20,7 @@ from vaelab.models.distributions import (
 )
 from vaelab.models.objectives import BetaTCVAE, tc_decomposition
 from vaelab.models.schedules import ConstantBeta
+from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
 
 DTYPE = torch.float64
@@ -183,9 +184,14 @@ def test_iwae_loss_is_the_negative_bound_and_trains_both_nets():
 
 
 @pytest.mark.parametrize("model,terms", [("beta_tcvae", ["mi", "tc", "dw_kl"]), ("iwae", ["iw_bound"])])
-def test_new_objectives_train_and_log_their_terms(tmp_path, model, terms):
+def test_new_objectives_train_log_their_terms_and_evaluate(tmp_path, model, terms):
     train(compose_train(tmp_path, [f"model={model}", "logger=none", "callbacks=minimal"]))
     record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # eval.py rebuilds the objective from the checkpoint alone (β-TC-VAE's data set size included)
+    run_evaluation(compose_eval(tmp_path, [f"ckpt_path={record['test_ckpt']}", "iw_k=10"]))
+    scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert scores["status"] == "completed"
+    assert scores["test"]["test/neg_elbo"] == pytest.approx(-record["test"]["test/elbo"], rel=0.05)
     assert record["status"] == "completed"
     for stage in ("train", "val", "test"):
         values = record[stage]

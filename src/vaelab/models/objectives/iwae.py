@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vaelab import rules
 from vaelab.models.importance import importance_weighted_bound
 from vaelab.models.objectives.base import Objective, ObjectiveValue
 
@@ -20,8 +21,7 @@ class IWAE(Objective):
 
     def __init__(self, k: int = 5, schedule=None) -> None:
         super().__init__(schedule)
-        if int(k) < 1:
-            raise ValueError(f"model.objective.k = {k!r} is invalid: it must be an integer >= 1")
+        rules.check("model.objective.k", k)
         self.k = int(k)
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
