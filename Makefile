@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# The default job: a VAE on the embedded digits data set, offline (logs/train/runs/<time>/).
+# The default job: a VAE on the embedded digits data set, offline (logs/train/runs/<run>/).
 train: install
 	$(PY) src/train.py
 
