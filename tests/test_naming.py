@@ -153,13 +153,14 @@ def test_eval_folders_sit_under_the_run_they_evaluate():
 SLURM_JOB = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "8", "SLURM_STEP_ID": "0"}
 
 
-def test_inside_slurm_every_rank_and_a_requeued_job_find_the_same_folder_and_a_finished_run_is_kept(
+def test_inside_slurm_every_rank_and_a_requeued_job_find_the_same_folder_and_no_run_is_overwritten(
         tmp_path, monkeypatch):
     for key, value in SLURM_JOB.items():
         monkeypatch.setenv(key, value)
 
     def run_dir():
         naming._token = None  # every rank, and the requeued job, is a process of its own
+        naming._slurm_stamp = None
         cfg = hydra_config(["model=ae"])
         with open_dict(cfg):
             cfg.paths.log_dir = str(tmp_path)
@@ -167,11 +168,18 @@ def test_inside_slurm_every_rank_and_a_requeued_job_find_the_same_folder_and_a_f
 
     first = run_dir()
     assert first == tmp_path / "train" / "runs" / "ae_z16_slurm-4242-0"
-    assert run_dir() == first  # another rank
+    assert run_dir() == first  # another rank of the srun step
     first.mkdir(parents=True)
     (first / "metrics.json").write_text(json.dumps({"status": "terminated"}))
-    assert run_dir() == first  # requeued after a time-out: goes on where it was
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued after a time-out: goes on where it was
+    assert run_dir() == first
     (first / "metrics.json").write_text(json.dumps({"status": "completed"}))
-    assert run_dir().name == "ae_z16_slurm-4242-0-2"  # a second run of the same job step: a folder of its own
+    assert run_dir().name == "ae_z16_slurm-4242-0-2"  # that run finished: the requeued one starts anew beside it
+
+    monkeypatch.delenv("SLURM_RESTART_COUNT")
+    monkeypatch.delenv("SLURM_STEP_ID")  # runs in the batch script itself: each claims a folder of its own
+    one, two = run_dir(), run_dir()
+    assert (one.name, two.name) == ("ae_z16_slurm-4242", "ae_z16_slurm-4242-2") and one.is_dir() and two.is_dir()
+
     monkeypatch.setenv("SLURM_JOB_NAME", "bash")  # an interactive session: the usual time and token
     assert re.fullmatch(rf"ae_z16_{STAMP}_{TOKEN}", run_dir().name)

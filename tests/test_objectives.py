@@ -203,3 +203,23 @@ def test_new_objectives_train_log_their_terms_and_evaluate(tmp_path, model, term
         assert val["val/mi"] + val["val/tc"] + val["val/dw_kl"] != pytest.approx(0.0)
         assert val["val/loss"] == pytest.approx(
             val["val/recon"] + val["val/mi"] + 6.0 * val["val/tc"] + val["val/dw_kl"], rel=1e-5)
+
+
+def test_importance_weights_are_float32_even_for_bf16_posteriors():
+    """Under bf16-mixed precision the encoder's μ may be bf16; the log weights (and so IWAE's loss) must not be
+    bf16-coarse (about 0.5 nats near 100 nats)."""
+    from vaelab.models.importance import log_importance_weights
+
+    model = iwae_model(2)
+    mu, logvar = torch.zeros(4, 4, dtype=torch.bfloat16), torch.zeros(4, 4, dtype=torch.bfloat16)
+    weights = log_importance_weights(model, X[:4], mu, logvar, 3)
+    assert weights.dtype == torch.float32 and weights.shape == (3, 4)
+
+
+def test_beta_tcvae_estimates_hold_for_a_batch_larger_than_the_data_set_and_a_single_image():
+    z, mu, logvar = posterior(batch=8, dim=2)
+    for sampling in ("mws", "stratified"):  # eval.py's batches may outnumber a small training set
+        terms = tc_decomposition(z, mu, logvar, dataset_size=5, sampling=sampling)
+        torch.testing.assert_close(terms["mi"] + terms["tc"] + terms["dw_kl"], one_sample_kl(z, mu, logvar).mean())
+    single = tc_decomposition(z[:1], mu[:1], logvar[:1], dataset_size=1, sampling="stratified")
+    assert abs(single["mi"].item()) < 1e-9 and abs(single["tc"].item()) < 1e-9

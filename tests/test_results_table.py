@@ -20,7 +20,8 @@ def test_a_row_shows_the_runs_numbers_its_times_and_whether_they_are_comparable(
     rows = (Row("vae", ("experiment=x",), published="89.78", source="a paper"), Row("ae", ("experiment=x", "model=ae")),
             Row("missing", ("experiment=y",)))
     write(tmp_path / "vae", {"epochs": 100, "test": {"test/elbo": -90.123, "test/recon": 70.0}},
-          {"test": {"test/neg_elbo": 90.2, "test/neg_iw_bound": 88.456, "test/iw_k": 5000, "test/active_units": 30,
+          {"test": {"test/neg_elbo": 90.2, "test/kl": 20.0, "test/neg_iw_bound": 88.456, "test/iw_k": 5000,
+                    "test/active_units": 30,
                     "test/mse": 0.01234}, "notes": []}, {"train_seconds": 1800, "eval_seconds": 600})
     write(tmp_path / "ae", {"epochs": 100, "test": {"test/recon": 60.5, "test/loss": 60.5}},
           {"test": {"test/recon": 60.6, "test/mse": 0.02}, "notes": ["The images are grey levels: ..."]},

@@ -27,13 +27,15 @@ def log_importance_weights(
     tiny. log p(z) = log N(z; 0, I).
     """
     batch, latent_dim = mu.shape
-    eps = torch.randn((n, batch, latent_dim), generator=generator, dtype=mu.dtype, device=mu.device)
+    dtype = torch.promote_types(mu.dtype, torch.float32)  # never bf16-coarse weights under bf16-mixed precision
+    mu, logvar = mu.to(dtype), logvar.to(dtype)
+    eps = torch.randn((n, batch, latent_dim), generator=generator, dtype=dtype, device=mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, D)
     output = model.decode(z.reshape(n * batch, latent_dim))
     x_rep = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
     log_px_z = -model.likelihood.nll(output, x_rep).reshape(n, batch)
     log_qz = standard_normal_log_prob(eps) - 0.5 * logvar.sum(dim=-1)
-    return log_px_z.to(mu.dtype) + standard_normal_log_prob(z) - log_qz
+    return log_px_z.to(dtype) + standard_normal_log_prob(z) - log_qz
 
 
 def importance_weighted_bound(

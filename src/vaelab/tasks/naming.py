@@ -302,30 +302,54 @@ def _job_name(*, _root_: DictConfig) -> str:
 UNFINISHED = ("running", "interrupted", "terminated")
 
 
+_slurm_stamp: str | None = None
+
+
 def _run_stamp(default: str, *, _root_: DictConfig) -> str:
     """What follows a run folder's description: ``default`` (``<date>_<time>_<token>``) outside SLURM; inside a SLURM
     batch job ``slurm-<job>[-<step>]`` (:func:`vaelab.tasks.cluster.slurm_job_key`), the same in every task of a
     multi-node step and after a requeue, so that the ranks share one folder and a requeued job finds its
-    ``last.ckpt``. Only a run that did not finish (its ``metrics.json`` says running, interrupted or terminated, or
-    is torn) is gone on with: a later run of the same job step that finds a finished one there takes ``…-2``, …"""
-    from vaelab.tasks.cluster import slurm_job_key
+    ``last.ckpt``. Only a job SLURM has restarted (``SLURM_RESTART_COUNT`` > 0) goes on in a folder that holds a run
+    that did not finish (running, interrupted, terminated, or a torn record). An ``srun`` step holds one run (in all
+    its ranks); in the batch script itself the first free name is claimed by making its folder (``…``, ``…-2``,
+    ``…-3``), so two runs of one script never share a folder. The answer is kept for the process: Hydra resolves the
+    run folder more than once."""
+    from vaelab.tasks.cluster import restart_count, slurm_job_key
 
+    global _slurm_stamp
     key = slurm_job_key()
     if key is None:
         return default
+    if _slurm_stamp is not None:
+        return _slurm_stamp
     step = os.environ.get("SLURM_STEP_ID", "")
     stamp = f"slurm-{key}" + (f"-{step}" if step.isdigit() else "")
     runs = Path(str(OmegaConf.select(_root_, "paths.log_dir"))) / str(_root_.task_name) / "runs"
     name = _run_name(_root_=_root_)
+    restarted = restart_count() > 0
     for n in range(1, 1000):
         candidate = stamp if n == 1 else f"{stamp}-{n}"
-        record = runs / f"{name}_{candidate}" / "metrics.json"
-        try:
-            status = json.loads(record.read_text()).get("status") if record.is_file() else None
-        except (OSError, ValueError):
-            status = None  # a record torn by the kill: that run did not finish
-        if status is None or status in UNFINISHED:
+        folder = runs / f"{name}_{candidate}"
+        if restarted and folder.is_dir():
+            try:
+                status = json.loads((folder / "metrics.json").read_text()).get("status")
+            except (OSError, ValueError):
+                status = None  # no record, or one torn by the kill: that run did not finish
+            if status is None or status in UNFINISHED:
+                _slurm_stamp = candidate
+                return candidate
+            continue
+        if step.isdigit():  # an srun step: one run, started in every rank at once, all taking the step's name
+            _slurm_stamp = candidate
             return candidate
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError:  # (an unwritable log_dir: the run-folder check says so)
+            pass
+        _slurm_stamp = candidate
+        return candidate
     return f"{stamp}-{run_id()}"
 
 

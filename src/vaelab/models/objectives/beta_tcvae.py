@@ -38,16 +38,18 @@ def tc_decomposition(
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}: choose one of {', '.join(SAMPLINGS)}")
     batch = z.shape[0]
-    if dataset_size < batch:
-        raise ValueError(f"dataset_size ({dataset_size}) must be at least the batch size ({batch})")
+    if dataset_size < 1:
+        raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
     # log q(z_i,d | x_j) for every image i, posterior j and dimension d: (B, B, D)
     pairs = normal_log_prob_per_dimension(z.unsqueeze(1), mu.unsqueeze(0), logvar.unsqueeze(0))
     log_qz_x = pairs.diagonal(dim1=0, dim2=1).sum(0)  # log q(z_i | x_i): the diagonal, summed over d
     if sampling == "mws":
         log_w = torch.full((batch, batch), -math.log(dataset_size * batch), dtype=z.dtype, device=z.device)
     else:
-        other = math.log((dataset_size - 1) / (dataset_size * max(batch - 1, 1)))
-        log_w = torch.full((batch, batch), other, dtype=z.dtype, device=z.device)
+        # (no other image when B = 1 or N = 1: the own posterior, weighted 1/N, is the whole estimate)
+        other = (dataset_size - 1) / (dataset_size * max(batch - 1, 1))
+        log_w = torch.full((batch, batch), math.log(other) if other > 0 else -math.inf, dtype=z.dtype,
+                           device=z.device)
         log_w.fill_diagonal_(-math.log(dataset_size))
     log_qz = torch.logsumexp(pairs.sum(2) + log_w, dim=1)
     log_prod_qzj = torch.logsumexp(pairs + log_w.unsqueeze(2), dim=1).sum(1)
