@@ -191,32 +191,26 @@ def _write_split(raw, split, n_images, n_labels, seed=0):
     write_idx(raw / IDX_FILES[split, "labels"], rng.integers(0, 10, n_labels, dtype=np.uint8))
 
 
-def test_fewer_labels_than_images(tmp_path):
-    """5. Today an IndexError in the middle of training, after the bad pair was cached."""
-    data = write_mnist_like(tmp_path, "MNIST", n_train=100, n_test=10)
-    _write_split(data.raw_folder, "train", 100, 99)
-    images, labels = _raw(tmp_path, "train", "images"), _raw(tmp_path, "train", "labels")
+@pytest.mark.parametrize(
+    "split,n_images,n_labels",
+    [
+        # 5. Today an IndexError in the middle of training, after the bad pair was cached.
+        ("train", 100, 99),
+        # 6. Today silently accepted: torchvision serves the first 98 labels with the 98 images.
+        ("train", 98, 100),
+        # 7. The test files are checked with the training files, in prepare_data and setup: not after training.
+        ("test", 20, 19),
+    ],
+    ids=["fewer labels than images", "fewer images than labels", "a bad test split before anything is cached"],
+)
+def test_images_and_labels_of_different_counts_stop_the_run(tmp_path, split, n_images, n_labels):
+    sizes = {"train": 100, "test": 20}
+    data = write_mnist_like(tmp_path, "MNIST", n_train=sizes["train"], n_test=sizes["test"])
+    _write_split(data.raw_folder, split, n_images, n_labels)
+    images, labels = _raw(tmp_path, split, "images"), _raw(tmp_path, split, "labels")
     message = _expect_clear_error(tmp_path, [images, labels], fix=("download both again", "delete them"))
-    assert f"{images} holds 100 images but {labels} holds 99 labels" in message
+    assert f"{images} holds {n_images} images but {labels} holds {n_labels} labels" in message
     assert "the two files must come from the same release" in message
-
-
-def test_fewer_images_than_labels(tmp_path):
-    """6. Today silently accepted: torchvision serves the first 98 labels with the 98 images."""
-    data = write_mnist_like(tmp_path, "MNIST", n_train=100, n_test=10)
-    _write_split(data.raw_folder, "train", 98, 100)
-    images, labels = _raw(tmp_path, "train", "images"), _raw(tmp_path, "train", "labels")
-    message = _expect_clear_error(tmp_path, [images, labels], fix=("download both again", "delete them"))
-    assert f"{images} holds 98 images but {labels} holds 100 labels" in message
-
-
-def test_a_bad_test_split_stops_the_run_before_anything_is_cached(tmp_path):
-    """7. The test files are checked with the training files, in prepare_data and setup: not after training."""
-    data = write_mnist_like(tmp_path, "MNIST", n_train=40, n_test=20)
-    _write_split(data.raw_folder, "test", 20, 19)
-    images, labels = _raw(tmp_path, "test", "images"), _raw(tmp_path, "test", "labels")
-    message = _expect_clear_error(tmp_path, [images, labels], fix=("download both again", "delete them"))
-    assert f"{images} holds 20 images but {labels} holds 19 labels" in message
 
 
 def test_a_bad_test_file_is_found_even_with_the_training_split_cached(tmp_path):

@@ -316,7 +316,7 @@ class ImageDataModule(LightningDataModule):
         if not self.splits:
             self.setup()
         images, labels = self.splits[split]
-        return self.to_float(images[:n]), labels[:n]
+        return self.convert(images[:n]), labels[:n]
 
     def class_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """One class per image, for colouring plots: ``labels`` itself when ``(N,)``; for ``(N, F)`` factor labels,
