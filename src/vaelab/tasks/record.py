@@ -112,15 +112,6 @@ class EpochRecord(Callback):
         if trainer.current_epoch > self._first_epoch:
             self.write(trainer)
 
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """The checkpoints saved at this epoch's validation (ModelCheckpoint saves the new best and deletes the old
-        one before this hook): the record must not name a deleted file until the next epoch starts."""
-        if not trainer.is_global_zero or trainer.sanity_checking or trainer.checkpoint_callback is None:
-            return
-        progress = self.progress(trainer)
-        self.record.update({k: progress[k] for k in ("best", "best_ckpt", "last_ckpt") if k in progress})
-        write_json(self.path, self.record)
-
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.write(trainer)
 
