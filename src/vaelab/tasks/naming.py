@@ -94,7 +94,7 @@ def _snake(name: str) -> str:
 @cache
 def _options_by_target(group: str) -> dict[str, str]:
     """``{class name: option}`` of a config group of conf/ (``model/net`` by its encoder)."""
-    conf = Path(os.environ.get("VAELAB_ROOT", Path(__file__).resolve().parents[3])) / "conf" / group
+    conf = Path(__file__).resolve().parents[1] / "conf" / group  # the configs shipped inside the package
     options = {}
     for path in sorted(conf.glob("*.yaml")) if conf.is_dir() else []:
         try:
