@@ -33,7 +33,7 @@ from vaelab.callbacks import (
 )
 from vaelab.callbacks.health import code_health
 from vaelab.data import DigitsDataModule
-from vaelab.models.autoencoder import AutoencoderModule
+from vaelab.models import Autoencoder, AutoencoderModule
 from vaelab.models.distributions import kl_per_dimension
 from vaelab.models.output import AutoencoderOutput
 
@@ -75,10 +75,11 @@ class RecordingWriter:
         return [c.tag for c in self.calls]
 
 
-def make_module(latent_dim: int = 4, variational: bool = True, seed: int = 0) -> AutoencoderModule:
+def make_module(latent_dim: int = 4, variational: bool = True, seed: int = 0) -> Autoencoder:
+    """The pure model the views are drawn from (a VAE's Gaussian code, or an AE's point code)."""
     torch.manual_seed(seed)
     return AutoencoderModule(image_shape=[1, SIDE, SIDE], latent_dim=latent_dim,
-                             objective=None if variational else AE).eval()
+                             objective=None if variational else AE).model.eval()
 
 
 def make_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +87,7 @@ def make_batch(n: int = 8, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(n, 1, SIDE, SIDE, generator=gen), torch.arange(n) % 10
 
 
-def forward(module: AutoencoderModule, x: torch.Tensor) -> AutoencoderOutput:
+def forward(module: Autoencoder, x: torch.Tensor) -> AutoencoderOutput:
     with torch.no_grad():
         return module(x)
 
@@ -254,7 +255,7 @@ def test_prior_samples_draw_nothing_for_a_deterministic_autoencoder():
 
 
 # ---------------------------------------------------------------------------------------------------- traversals
-def record_decoder_inputs(module: AutoencoderModule, monkeypatch) -> list[torch.Tensor]:
+def record_decoder_inputs(module: Autoencoder, monkeypatch) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
     decode = module.decode
 

@@ -275,7 +275,7 @@ def test_the_projector_is_written_once_at_the_end_of_training_with_labels_and_th
     x, y = datamodule.fixed_batch("val", 30)
     with torch.no_grad():
         model.eval()
-        np.testing.assert_allclose(tensors, model.encode(x)[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(tensors, model.model.encode(x)[0].numpy(), atol=1e-5)
     metadata = (folder / "metadata.tsv").read_text().splitlines()
     assert metadata[0] == "class\tindex" and metadata[1:] == [f"{int(k)}\t{i}" for i, k in enumerate(y)]
     picture = np.asarray(Image.open(folder / "sprite.png"))

@@ -17,7 +17,7 @@ from test_eval import compose_eval
 from vaelab.callbacks.disentanglement import DisentanglementMetrics
 from vaelab.data import DigitsDataModule, ShapesDataModule
 from vaelab.metrics import factors
-from vaelab.models import AutoencoderModule
+from vaelab.models import Autoencoder, AutoencoderModule
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
 
@@ -91,7 +91,7 @@ def test_scoring_does_not_change_the_training_trajectory(tmp_path):
 def test_scores_are_the_same_on_every_call_and_a_collapsed_code_scores_zero(tmp_path):
     datamodule = tiny_shapes(tmp_path)
     torch.manual_seed(0)
-    model = AutoencoderModule(image_shape=[1, 16, 16], latent_dim=4)
+    model = Autoencoder(image_shape=[1, 16, 16], latent_dim=4)
     first = factors.disentanglement_metrics(model, datamodule, "val", factor_vae=FEW_VOTES, dci=False)
     assert set(first) == {"mig", "factor_vae", "sap"}
     assert first == factors.disentanglement_metrics(model, datamodule, "val", factor_vae=FEW_VOTES, dci=False)

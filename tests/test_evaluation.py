@@ -17,7 +17,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.metrics.active_units import active_units, posterior_mean_variance
 from vaelab.metrics.likelihood import bits_per_dim, comparability_notes, evaluate, importance_weighted_bound
-from vaelab.models import AutoencoderModule
+from vaelab.models import Autoencoder, AutoencoderModule
 from vaelab.models.distributions import kl_to_standard_normal
 from vaelab.models.likelihoods import GaussianLikelihood
 
@@ -26,7 +26,7 @@ IMAGE_SHAPE = (1, 2, 3)  # D = 6 pixels
 LATENT = 2
 SIGMA = 0.5
 
-AE = {"_target_": "vaelab.models.objectives.Reconstruction"}  # the deterministic autoencoder
+POINT = {"_target_": "vaelab.models.codes.PointCode"}  # the deterministic autoencoder's code
 
 
 class PPCAModel:
@@ -203,14 +203,14 @@ def test_bound_encodes_once_and_checks_arguments(imperfect: PPCAModel) -> None:
 
 def test_bound_refuses_a_deterministic_autoencoder() -> None:
     torch.manual_seed(0)
-    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, objective=AE)
+    ae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4, code=POINT)
     with pytest.raises(ValueError, match="variational"):
         importance_weighted_bound(ae, torch.rand(3, 1, 8, 8), 5)
 
 
 def test_bound_on_a_real_vae_has_no_gradient_and_keeps_train_mode() -> None:
     torch.manual_seed(0)
-    vae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4)
+    vae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4)
     vae.train()
     bound = importance_weighted_bound(vae, torch.rand(3, 1, 8, 8), 4, chunk_size=3)
     assert bound.shape == (3,) and torch.isfinite(bound).all()
@@ -265,7 +265,7 @@ def _data() -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
 
 def test_evaluate_vae_gives_exact_per_image_means() -> None:
     torch.manual_seed(0)
-    vae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4)
+    vae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4)
     x, batches = _data()
 
     torch.manual_seed(21)
@@ -300,7 +300,7 @@ def test_evaluate_vae_gives_exact_per_image_means() -> None:
 
 def test_evaluate_vae_without_iw_and_mode_restored() -> None:
     torch.manual_seed(0)
-    vae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4)
+    vae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4)
     vae.train()
     _, batches = _data()
     result = evaluate(vae, batches, k=0)
@@ -311,7 +311,7 @@ def test_evaluate_vae_without_iw_and_mode_restored() -> None:
 
 def test_evaluate_autoencoder_gives_none_for_vae_only_keys() -> None:
     torch.manual_seed(0)
-    ae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4, objective=AE)
+    ae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4, code=POINT)
     x, batches = _data()
     result = evaluate(ae, [xb for xb, _ in batches], k=10)  # bare tensors are accepted too
     assert set(result) == KEYS
@@ -325,7 +325,7 @@ def test_evaluate_autoencoder_gives_none_for_vae_only_keys() -> None:
 
 def test_evaluate_rejects_empty_input() -> None:
     torch.manual_seed(0)
-    vae = AutoencoderModule(image_shape=[1, 8, 8], latent_dim=4)
+    vae = Autoencoder(image_shape=[1, 8, 8], latent_dim=4)
     with pytest.raises(ValueError, match="non-empty"):
         evaluate(vae, [])
 
@@ -353,9 +353,9 @@ def test_comparability_notes_say_exactly_when_numbers_are_not_published_log_like
         assert len(notes) == 1 and warns in notes[0]
 
 
-def bernoulli_vae(seed: int = 0) -> AutoencoderModule:
+def bernoulli_vae(seed: int = 0) -> Autoencoder:
     torch.manual_seed(seed)
-    return AutoencoderModule(image_shape=[1, 6, 6], latent_dim=3,
+    return Autoencoder(image_shape=[1, 6, 6], latent_dim=3,
                              net={"encoder": {"_target_": "vaelab.models.nets.MLPEncoder", "hidden_dims": [32]},
                                   "decoder": {"_target_": "vaelab.models.nets.MLPDecoder", "hidden_dims": [32]}})
 
@@ -412,7 +412,7 @@ def test_active_units_logged_while_validating_count_the_constructed_means():
     mu[:, 2] = 3.0 + torch.randn(50, generator=g)
     mu[:, 3] = 2.0  # constant away from 0: a count of E[μ²] instead of the variance would call it active
     model = AutoencoderModule(image_shape=[1, 2, 2], latent_dim=4)
-    model.encoder = FixedCodes(mu)
+    model.model.encoder = FixedCodes(mu)
     logged = {}
     model.log_dict = lambda values, **kwargs: logged.update(values)
     model._trainer = types.SimpleNamespace(

@@ -83,7 +83,7 @@ def test_autoencoder_with_conv_net(shape, variational):
     model = AutoencoderModule(image_shape=list(shape), latent_dim=4, net=CONV_NET,
                               objective=None if variational else AE)
     x = torch.rand(3, *shape)
-    out = model(x)
+    out = model.model_step((x,), "train")
     assert out.x_out.shape == out.x_mean.shape == x.shape
     assert out.z.shape == out.mu.shape == (3, 4)
     assert out.recon.shape == (3,) and torch.isfinite(out.loss)

@@ -18,7 +18,7 @@ from vaelab.models.distributions import (
     normal_log_prob_per_dimension,
     standard_normal_log_prob,
 )
-from vaelab.models.objectives import BetaTCVAE, tc_decomposition
+from vaelab.models.objectives import BetaTCVAE, DataFacts, tc_decomposition
 from vaelab.models.schedules import ConstantBeta
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
@@ -111,24 +111,24 @@ def test_beta_tcvae_loss_weights_each_term_and_with_unit_weights_is_recon_plus_t
                               objective={"_target_": "vaelab.models.objectives.BetaTCVAE", "alpha": 2.0,
                                          "gamma": 3.0, "dataset_size": 1000})
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    out = model(x)
+    out = model.model_step((x,), "train")
     t = out.terms
     assert set(t) == {"mi", "tc", "dw_kl"} and out.beta == 5.0
     torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * t["mi"] + 5.0 * t["tc"] + 3.0 * t["dw_kl"])
     unit = BetaTCVAE(dataset_size=1000, schedule=ConstantBeta(1.0))
-    value = unit(model, x, out, step=0)
+    value = unit(model.model, x, out, step=0)
     torch.testing.assert_close(value.loss, out.recon.mean() + one_sample_kl(out.z, out.mu, out.logvar).mean())
     value.loss.backward()
-    assert next(model.encoder.parameters()).grad.abs().sum() > 0
+    assert next(model.model.encoder.parameters()).grad.abs().sum() > 0
 
 
-def test_beta_tcvae_needs_the_data_set_size_and_reads_it_from_the_datamodule():
+def test_beta_tcvae_needs_the_data_set_size_and_is_handed_it():
     objective = BetaTCVAE()
     z, mu, logvar = posterior(batch=4, dim=2)
     out = types.SimpleNamespace(z=z, mu=mu, logvar=logvar, recon=torch.zeros(4))
     with pytest.raises(ValueError, match="dataset_size"):
         objective(None, torch.zeros(4, 1), out, 0)
-    objective.bind(types.SimpleNamespace(datamodule=types.SimpleNamespace(num_train_images=1234)))
+    objective.bind(DataFacts(num_train_images=1234))
     assert int(objective.dataset_size) == 1234
     assert "dataset_size" in objective.state_dict()  # kept in the checkpoint for eval.py
     with pytest.raises(ValueError, match="sampling"):
@@ -154,8 +154,8 @@ def test_iwae_with_one_sample_is_the_elbo_objective_in_expectation():
     elbo.load_state_dict(iwae.state_dict())
     draws = 300
     with torch.no_grad():
-        iw = torch.stack([iwae(X).loss for _ in range(draws)])
-        el = torch.stack([elbo(X).loss for _ in range(draws)])
+        iw = torch.stack([iwae.model_step((X,), "train").loss for _ in range(draws)])
+        el = torch.stack([elbo.model_step((X,), "train").loss for _ in range(draws)])
     spread = math.sqrt(iw.var() / draws + el.var() / draws)
     assert (iw.mean() - el.mean()).abs() < 4 * spread
     assert (iw.mean() - el.mean()).abs() < 0.01 * el.mean().abs()  # and the agreement is not a wide tolerance
@@ -166,16 +166,17 @@ def test_the_iwae_bound_rises_with_k_on_a_fixed_model():
     for k in (1, 5, 50):
         model = iwae_model(k)  # the same weights for every K
         with torch.no_grad():
-            bounds[k] = torch.stack([model(X).terms["iw_bound"] for _ in range(20)]).mean().item()
+            draws = [model.model_step((X,), "train").terms["iw_bound"] for _ in range(20)]
+            bounds[k] = torch.stack(draws).mean().item()
     assert bounds[1] < bounds[5] - 0.05 < bounds[50] - 0.1
 
 
 def test_iwae_loss_is_the_negative_bound_and_trains_both_nets():
     model = iwae_model(3)
-    out = model(X)
+    out = model.model_step((X,), "train")
     torch.testing.assert_close(out.loss, -out.terms["iw_bound"])
     out.loss.backward()
-    assert all(next(net.parameters()).grad.abs().sum() > 0 for net in (model.encoder, model.decoder))
+    assert all(next(net.parameters()).grad.abs().sum() > 0 for net in (model.model.encoder, model.model.decoder))
     with pytest.raises(ValueError, match="k"):
         iwae_model(0)
 
@@ -212,7 +213,7 @@ def test_importance_weights_are_float32_even_for_bf16_posteriors():
 
     model = iwae_model(2)
     mu, logvar = torch.zeros(4, 4, dtype=torch.bfloat16), torch.zeros(4, 4, dtype=torch.bfloat16)
-    weights = log_importance_weights(model, X[:4], mu, logvar, 3)
+    weights = log_importance_weights(model.model, X[:4], mu, logvar, 3)
     assert weights.dtype == torch.float32 and weights.shape == (3, 4)
 
 

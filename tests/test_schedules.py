@@ -103,15 +103,20 @@ def _at_step(model: AutoencoderModule, step: int) -> None:
 X = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
+def training_pass(model: AutoencoderModule, x: torch.Tensor):
+    """The pass and the objective's loss of a training step."""
+    return model.model_step((x,), "train")
+
+
 def test_capacity_control_loss():
     model = _model(None, 2.0, {**CAPACITY, "c_max": 5.0, "capacity_steps": 10})
-    out = model(X)  # no trainer: step 0, C = 0
+    out = training_pass(model, X)  # no trainer: step 0, C = 0
     assert (out.beta, out.capacity) == (2.0, 0.0)
     torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (out.kl.mean() - 0.0).abs())
 
     for step, capacity in [(4, 2.0), (10, 5.0), (50, 5.0)]:
         _at_step(model, step)
-        out = model(X)
+        out = training_pass(model, X)
         assert (out.beta, out.capacity) == (2.0, capacity)
         assert out.kl.mean() < capacity  # so the absolute value matters
         torch.testing.assert_close(out.loss, out.recon.mean() + 2.0 * (capacity - out.kl.mean()))
@@ -124,10 +129,10 @@ def test_capacity_control_takes_the_batch_mean_kl_before_the_absolute_value():
     _at_step(model, 5)  # C = c_max from step 1 on
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():  # spread the encoder's means so that the per-image KLs differ widely
-        model.encoder[-1].weight[:3].mul_(10.0)  # the rows of μ (the last three are log σ²)
+        model.model.encoder[-1].weight[:3].mul_(10.0)  # the rows of μ (the last three are log σ²)
     c = float(model(x).kl.quantile(0.3))  # the KL is in closed form: the same in the next pass
     model.objective.c_max = c
-    out = model(x)
+    out = training_pass(model, x)
     assert (out.kl > c).sum() > 10 and (out.kl < c).sum() > 10
     per_image = 3.0 * (out.kl - c).abs().mean()
     batch_mean = 3.0 * (out.kl.mean() - c).abs()
@@ -139,7 +144,7 @@ def test_warmup_weight_used_in_the_loss():
     model = _model({"_target_": "vaelab.models.schedules.LinearWarmup", "warmup_steps": 10}, 4.0)
     for step, beta in [(0, 0.0), (5, 2.0), (10, 4.0), (30, 4.0)]:
         _at_step(model, step)
-        out = model(X)
+        out = training_pass(model, X)
         assert out.beta == beta and out.capacity == 0.0
         torch.testing.assert_close(out.loss, out.recon.mean() + beta * out.kl.mean())
 

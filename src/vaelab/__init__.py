@@ -1,3 +1,20 @@
-"""vaelab: autoencoders (AE, VAE, β-VAE) on PyTorch Lightning and Hydra."""
+"""vaelab: autoencoders (AE, VAE, β-VAE and their family) on PyTorch Lightning and Hydra.
+
+``vaelab.load(ckpt_path)`` gives the trained pure model of a checkpoint (:func:`vaelab.models.checkpoint.load`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["load"]
+
+
+def __getattr__(name: str) -> Any:
+    # (imported when first asked for, so that `import vaelab` stays light)
+    if name == "load":
+        from vaelab.models.checkpoint import load
+
+        return load
+    raise AttributeError(f"module 'vaelab' has no attribute {name!r}")

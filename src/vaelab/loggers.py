@@ -2,10 +2,10 @@
 results as a table rather than one-point charts.
 
 - :class:`TensorBoardLogger` (``logger=tensorboard``): Lightning's, writing its events straight into the run folder
-  (so TensorBoard's run name is the folder's name); its ``log_hyperparams`` (given the resolved config when the
-  Trainer is built) writes the HParams plugin's session start (the hyperparameters that tell runs apart, see
-  :func:`vaelab.tasks.naming.run_hparams`) and the config as a text card; ``test/…`` scalars are kept out of the
-  charts (they are in ``metrics.json`` and in the results card and HParams metrics that
+  (so TensorBoard's run name is the folder's name); its ``log_hyperparams`` (given, when the Trainer is built, the
+  hyperparameters that tell runs apart, which the training task works out) writes the HParams plugin's session
+  start, and ``log_config`` the resolved config as a text card; ``test/…`` scalars are kept out of the charts (they
+  are in ``metrics.json`` and in the results card and HParams metrics that
   :class:`vaelab.callbacks.summary.RunSummary` writes at the end).
 - :func:`write_run_summary`: the final metrics as ``hparams/…`` scalars (the HParams tab's metric columns), a
   results text card, and the session's end status.
@@ -106,11 +106,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | None = None,
                         step: int | None = None) -> None:
         """Keep ``params`` for ``hparams.yaml`` (as Lightning does) and write, the first time, the HParams session
-        start with the hyperparameters that tell runs apart and the config as a text card; ``metrics``, if given,
-        are logged as scalars (no HParams experiment summary: see the module)."""
-        from vaelab.tasks.hydra_job import command_line_overrides
-        from vaelab.tasks.naming import hydra_choices, run_hparams
-
+        start with their scalar values (flattened, ``model.beta``; the training task hands in the hyperparameters
+        that tell runs apart, :func:`vaelab.tasks.naming.run_hparams`); ``metrics``, if given, are logged as scalars
+        (no HParams experiment summary: see the module)."""
         params = _convert_params(params)
         if isinstance(params, Container):
             params = OmegaConf.to_container(params, resolve=True)
@@ -118,15 +116,15 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             **self.hparams, **params}
         if not self._session_started:
             self._session_started = True
-            if "model" in params:  # a vaelab config
-                hparams = run_hparams(params, hydra_choices(), command_line_overrides())
-            else:
-                hparams = {k: v for k, v in _flatten_dict(params, delimiter=".").items()
-                           if isinstance(v, (bool, int, float, str))}
-            writer = self.experiment
+            hparams = {k: v for k, v in _flatten_dict(params, delimiter=".").items()
+                       if isinstance(v, (bool, int, float, str))}
             # the session group: the run folder (a name of its own, so TensorBoard does not average runs together)
             group = os.path.abspath(self.log_dir)
-            writer._get_file_writer().add_summary(session_start_summary(hparams, group), step or 0)
-            writer.add_text(CONFIG_TAG, config_markdown(params), step or 0)
+            self.experiment._get_file_writer().add_summary(session_start_summary(hparams, group), step or 0)
         if metrics:
             self.log_metrics(metrics, step)
+
+    @rank_zero_only
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """The run's resolved config as a text card (``run/config``)."""
+        self.experiment.add_text(CONFIG_TAG, config_markdown(config), 0)

@@ -51,7 +51,8 @@ class DashboardCallback(Callback):
     Each drawing uses the same first ``num_images`` images of ``split`` (from the DataModule's
     ``fixed_batch``) and the same random draws (a forked RNG seeded with ``seed``), so successive epochs differ only
     by what the model learnt, and training draws the same random numbers with the callback on or off.
-    Subclasses implement :meth:`draw`; they read the model's :class:`AutoencoderOutput` only.
+    Subclasses implement :meth:`draw`; they read the pure model's :class:`AutoencoderOutput` (and ask the pure model
+    to decode or sample), never the objective.
 
     The dashboard callbacks of a trainer share one pass: the first to draw after an optimizer step runs the model on
     as many fixed images as the most any of them (of the same split and seed) wants, and each takes the first
@@ -108,9 +109,11 @@ class DashboardCallback(Callback):
             self._executor = None
 
     def draw(
-        self, writer: Any, tag_prefix: str, step: int, module: LightningModule, x: torch.Tensor, y: torch.Tensor,
+        self, writer: Any, tag_prefix: str, step: int, module: Any, x: torch.Tensor, y: torch.Tensor,
         out: AutoencoderOutput,
     ) -> None:  # pragma: no cover - interface
+        """Draw the view of ``out``, the pure model ``module``'s pass over the fixed images ``x`` (labels ``y``);
+        ``module`` (:class:`~vaelab.models.autoencoder.Autoencoder`) decodes or samples where a view needs more."""
         raise NotImplementedError
 
     def due(self, trainer: Trainer) -> bool:
@@ -144,6 +147,7 @@ class DashboardCallback(Callback):
         n = max([self.num_images, *wanted])
         key = (id(trainer), trainer.global_step, self.split, n, self.seed, str(pl_module.device))
         shared = DashboardCallback._shared
+        model = getattr(pl_module, "model", pl_module)  # the pure model the Lightning module trains
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -157,12 +161,13 @@ class DashboardCallback(Callback):
                         y = datamodule.class_labels(y)
                     x, y = x.to(pl_module.device), y.to(pl_module.device)
                     torch.manual_seed(self.seed)
-                    out = pl_module(x)
+                    out = model(x)  # the pure model's pass: no objective runs here
+                    out.weights = pl_module.weights() if hasattr(pl_module, "weights") else {}
                     rng_after = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
                     DashboardCallback._shared = _Pass(weakref.ref(pl_module), key, x, y, out, rng_after)
                 if len(x) > self.num_images:
                     x, y, out = x[: self.num_images], y[: self.num_images], first(out, self.num_images)
-                self.draw(writer, self.split, step, pl_module, x, y, out)
+                self.draw(writer, self.split, step, model, x, y, out)
         finally:
             pl_module.train(was_training)
 

@@ -71,7 +71,7 @@ class DisentanglementMetrics(Callback):
         if trainer.is_global_zero:
             start = time.perf_counter()
             metrics = disentanglement_metrics(
-                pl_module, datamodule, split, num_samples=self.num_samples, seed=self.seed,
+                getattr(pl_module, "model", pl_module), datamodule, split, num_samples=self.num_samples, seed=self.seed,
                 factor_vae=self.factor_vae, dci=self.dci,
             )
             self.last_seconds = time.perf_counter() - start

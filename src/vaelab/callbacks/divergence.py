@@ -21,38 +21,15 @@ On a non-finite value it raises :class:`DivergedError`, one message naming the s
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 from lightning import Callback, LightningModule, Trainer
 
 from vaelab.errors import VaelabError
+from vaelab.models.epoch_sums import non_finite_terms  # noqa: F401  (part of this module's interface)
 
 
 class DivergedError(VaelabError, FloatingPointError):
     """Training produced a non-finite loss or weights; the message says where and what to try."""
-
-
-def _base_terms() -> tuple[str, ...]:
-    from vaelab.models.autoencoder import BASE_TERMS
-
-    return BASE_TERMS
-
-
-def term_names(pl_module: LightningModule) -> tuple[str, ...]:
-    """The names of the running sums an :class:`~vaelab.models.AutoencoderModule` keeps: loss, recon, kl, then its
-    objective's own terms."""
-    objective = getattr(pl_module, "objective", None)
-    return _base_terms() + tuple(getattr(objective, "term_names", ()))
-
-
-def non_finite_terms(sums: torch.Tensor | None, names: Sequence[str]) -> dict[str, float]:
-    """The terms whose running sum is not finite, with that value (``nan``, ``inf`` or ``-inf``)."""
-    if sums is None or len(sums) != len(names):
-        return {}
-    values = sums.detach().cpu().tolist()
-    return {name: value for name, value in zip(names, values, strict=True) if not math.isfinite(value)}
 
 
 def advice(pl_module: LightningModule, trainer: Trainer | None) -> list[str]:
@@ -123,10 +100,11 @@ class DivergenceStop(Callback):
         return bool(bad)
 
     def _running_sums(self, pl_module: LightningModule, stage: str) -> dict[str, float]:
-        """The non-finite terms among the module's running sums of ``stage`` (an AutoencoderModule's ``_sums``:
-        the epoch so far, so a term that went non-finite at any step since the last check is among them)."""
-        sums = getattr(pl_module, "_sums", None)
-        return non_finite_terms(sums.get(stage) if isinstance(sums, dict) else None, term_names(pl_module))
+        """The non-finite terms among the module's running sums of ``stage`` (an AutoencoderModule's
+        :class:`~vaelab.models.epoch_sums.EpochSums`: the epoch so far, so a term that went non-finite at any step
+        since the last check is among them)."""
+        sums = getattr(pl_module, "sums", None)
+        return sums.non_finite(stage) if sums is not None else {}
 
     def _raise(self, trainer: Trainer, pl_module: LightningModule, where: str, what: dict[str, float],
                found: str = "the loss is not finite") -> None:

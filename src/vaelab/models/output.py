@@ -11,7 +11,8 @@ from vaelab.models.likelihoods import Likelihood
 
 @dataclass
 class AutoencoderOutput:
-    """One forward pass over a batch, and what the objective made of it.
+    """The pure model's pass over a batch (:meth:`vaelab.models.autoencoder.Autoencoder.forward`), and, in training,
+    what the objective made of it (``loss``, ``terms``, ``weights``, set by the Lightning module).
 
     Per-image terms have shape ``(batch,)`` and are in nats; ``loss`` is the batch-mean training objective.
     For a deterministic autoencoder ``logvar`` is ``None``, ``mu`` is the code and ``kl`` is zero.
@@ -27,6 +28,8 @@ class AutoencoderOutput:
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's extra terms (batch means)
     weights: dict[str, float] = field(default_factory=dict)  # the settings the loss used: β, a capacity C, …
     likelihood: Likelihood | None = field(default=None, repr=False)  # turns x_out into an image
+    x_in: torch.Tensor | None = field(default=None, repr=False)  # what the encoder saw (a denoising AE's corrupted x)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # the code's batch terms (VQ-VAE's losses, …)
 
     @property
     def x_mean(self) -> torch.Tensor:

@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from vaelab.errors import ConfigError
 from vaelab.metrics.factors import disentanglement_metrics, has_factors
 from vaelab.metrics.likelihood import comparability_notes, evaluate
-from vaelab.models import AutoencoderModule
+from vaelab.models import Autoencoder
+from vaelab.models.checkpoint import model_from_checkpoint
 from vaelab.tasks.hydra_job import command_line_overrides
 from vaelab.tasks.record import recorded
 from vaelab.tasks.resume import read_checkpoint
@@ -52,9 +53,9 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
-    """The model (its class, hyperparameters and weights from the checkpoint) and the data set: ``cfg.data`` if
-    given, else the one the checkpoint was trained on."""
+def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
+    """The pure model (its hyperparameters and weights from the checkpoint, no objective) and the data set:
+    ``cfg.data`` if given, else the one the checkpoint was trained on."""
     path = Path(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
     if path is None or not path.is_file():
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
@@ -62,7 +63,7 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
     checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
     device = _device(cfg.device)
     try:
-        model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
+        model = model_from_checkpoint(checkpoint, map_location=device)
     except Exception as err:  # a checkpoint of vaelab's model that this version cannot rebuild
         first = (str(err).splitlines() or [""])[0][:300]
         raise ConfigError(f"ckpt_path={path} is not a usable checkpoint: its model cannot be rebuilt from it "

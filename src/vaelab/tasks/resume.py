@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelab.errors import ConfigError
+from vaelab.models.legacy import upgrade_state_dict
 from vaelab.tasks.hydra_job import in_multirun
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
 def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
     """Refuse to resume ``checkpoint`` into a ``model`` of another shape (another latent size, net or data), naming
     the settings that differ, instead of Lightning's long list of mismatched tensors."""
-    own, theirs = model.state_dict(), checkpoint["state_dict"]
+    own, theirs = model.state_dict(), upgrade_state_dict(dict(checkpoint["state_dict"]))
     differing = sorted(own.keys() ^ theirs.keys())
     differing += [k for k in own.keys() & theirs.keys()
                   if hasattr(theirs[k], "shape") and tuple(own[k].shape) != tuple(theirs[k].shape)]

@@ -16,12 +16,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vaelab.callbacks.data_config import DataConfigInCheckpoint
 from vaelab.callbacks.divergence import DivergedError, DivergenceStop, advice
 from vaelab.errors import ConfigError
 from vaelab.metrics.likelihood import comparability_notes
 from vaelab.rules import validate_config
 from vaelab.tasks.cluster import resume_after_requeue
 from vaelab.tasks.hydra_job import command_line_overrides, in_multirun
+from vaelab.tasks.naming import hydra_choices, run_hparams
 from vaelab.tasks.record import EpochRecord, recorded, scalar_metrics
 from vaelab.tasks.resume import check_fits_model, continue_in_checkpoint_run, read_checkpoint
 from vaelab.tasks.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
@@ -53,9 +55,19 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         extra["enable_checkpointing"] = False  # no checkpoint configured (callbacks=none): not Lightning's default
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_run(loggers, cfg)
     return datamodule, model, trainer
+
+
+def log_run(loggers: list[Any], cfg: DictConfig) -> None:
+    """Hand every logger the hyperparameters that tell this run apart (:func:`run_hparams`: HParams columns, MLflow
+    params) and, to a logger that keeps one, the resolved config."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hparams = run_hparams(config, hydra_choices(), command_line_overrides())
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+        if hasattr(logger, "log_config"):
+            logger.log_config(config)
 
 
 def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
@@ -154,9 +166,10 @@ def check_finite(record: dict[str, Any], model: L.LightningModule, trainer: L.Tr
 
 
 def watch(trainer: L.Trainer, path: Path, record: dict[str, Any]) -> None:
-    """The callbacks every training run gets from the task: the divergence check first (before any drawing), and
-    the per-epoch ``metrics.json`` (see :class:`EpochRecord`)."""
+    """The callbacks every training run gets from the task: the divergence check first (before any drawing), the
+    data config in every checkpoint (for ``eval.py``), and the per-epoch ``metrics.json`` (see :class:`EpochRecord`)."""
     trainer.callbacks.sort(key=lambda c: not isinstance(c, DivergenceStop))  # (stable: the rest keep their order)
+    trainer.callbacks.append(DataConfigInCheckpoint())
     trainer.callbacks.append(EpochRecord(path, record, fit_record))
 
 
@@ -190,7 +203,7 @@ def train(cfg: DictConfig) -> float | None:
             record.update(continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
         # what a reader must know before comparing this run's numbers with published log-likelihoods
-        record["notes"] = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+        record["notes"] = comparability_notes(model.model.likelihood.name, datamodule.hparams.get("binarize", "none"),
                                               datamodule.binary_images)
         if checkpoint is not None:
             check_fits_model(checkpoint, model, Path(str(cfg.ckpt_path)))

@@ -5,12 +5,12 @@ Each takes the model's encoder/decoder pass over a batch and returns the loss an
 ``conf/model/objective/``.
 """
 
-from vaelab.models.objectives.base import Objective, ObjectiveValue
+from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
 from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
 from vaelab.models.objectives.elbo import Elbo
 from vaelab.models.objectives.iwae import IWAE
 from vaelab.models.objectives.reconstruction import Reconstruction
 
-__all__ = ["IWAE", "BetaTCVAE", "Capacity", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
+__all__ = ["IWAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
            "tc_decomposition"]

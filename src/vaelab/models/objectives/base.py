@@ -1,5 +1,6 @@
-"""What an objective is: it takes the model's encoder/decoder pass over a batch and returns the loss to minimise and
-the terms to log. The LightningModule computes the pass once; the objective decides what to do with it."""
+"""What an objective is: it takes the pure model and its pass over a batch and returns the loss to minimise and the
+terms to log. The Lightning module computes the pass once; the objective decides what to do with it. Nothing but
+the Lightning module's training, validation and test steps runs an objective."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from torch import nn
 
 from vaelab.models.output import AutoencoderOutput
 from vaelab.models.schedules import ConstantBeta
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What an objective may need to know of the training data, handed in when fitting starts."""
+
+    num_train_images: int | None = None
 
 
 @dataclass
@@ -27,7 +35,8 @@ class Objective(nn.Module):
     ``conf/model/objective/``).
 
     Attributes a subclass sets:
-        variational: whether it needs q(z|x) (a Gaussian encoder); False for the deterministic autoencoder.
+        needs_posterior: whether it needs a Gaussian posterior q(z|x) (``model.code=gaussian``); False for the
+            objectives of deterministic codes.
         term_names: the names of the extra terms its :class:`ObjectiveValue` carries, always the same ones.
 
     ``schedule`` is the β schedule (:mod:`vaelab.models.schedules`), built by the model from ``model.beta`` and
@@ -35,7 +44,7 @@ class Objective(nn.Module):
     hold (buffers, parameters) is saved in the checkpoint with the model's.
     """
 
-    variational: bool = True
+    needs_posterior: bool = True
     term_names: tuple[str, ...] = ()
 
     def __init__(self, schedule: ConstantBeta | None = None) -> None:
@@ -43,8 +52,9 @@ class Objective(nn.Module):
         self.schedule = schedule if schedule is not None else ConstantBeta()
 
     def forward(self, model: Any, x: torch.Tensor, out: AutoencoderOutput, step: int) -> ObjectiveValue:
-        """The loss of a batch ``x`` given the model's pass ``out`` over it, at optimisation step ``step``.
-        ``model`` is there for objectives that decode more than the pass did (IWAE)."""
+        """The loss of a batch ``x`` given the pure model's pass ``out`` over it, at optimisation step ``step``.
+        ``model`` (:class:`~vaelab.models.autoencoder.Autoencoder`) is there for objectives that need more than the
+        pass (IWAE decodes K samples, the contractive AE differentiates the encoder)."""
         raise NotImplementedError  # pragma: no cover - interface
 
     def weights(self, step: int) -> dict[str, float]:
@@ -55,5 +65,6 @@ class Objective(nn.Module):
         """Everything here with a length in steps that a run may be too short for (see ``outlasting_message``)."""
         return [self.schedule]
 
-    def bind(self, trainer: Any) -> None:
-        """Called at the start of fitting, for an objective that needs to know the data (β-TC-VAE: its size)."""
+    def bind(self, data: DataFacts) -> None:
+        """Called when fitting starts with what is known of the training data, for an objective that needs it
+        (β-TC-VAE: its size)."""

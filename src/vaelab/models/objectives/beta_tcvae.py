@@ -10,7 +10,7 @@ import math
 import torch
 
 from vaelab.models.distributions import normal_log_prob_per_dimension, standard_normal_log_prob
-from vaelab.models.objectives.base import Objective, ObjectiveValue
+from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
 
 SAMPLINGS = ("mws", "stratified")
 
@@ -66,7 +66,7 @@ class BetaTCVAE(Objective):
 
     α = γ = 1 and β > 1 penalise the total correlation alone, the setting of the paper; α = β = γ = 1 is the VAE's
     objective with a minibatch estimate of the KL. β comes from the model's β schedule (``model.beta``). The data
-    set's size N, which the estimates of q(z) need, is read from the DataModule when fitting starts and kept in the
+    set's size N, which the estimates of q(z) need, is handed in when fitting starts and kept in the
     checkpoint (or set ``dataset_size``).
     """
 
@@ -84,20 +84,19 @@ class BetaTCVAE(Objective):
         self.alpha, self.gamma, self.sampling = float(alpha), float(gamma), sampling
         self.register_buffer("dataset_size", torch.tensor(int(dataset_size or 0)))
 
-    def bind(self, trainer) -> None:
+    def bind(self, data: DataFacts) -> None:
         if int(self.dataset_size) > 0:
             return
-        datamodule = getattr(trainer, "datamodule", None)
-        size = getattr(datamodule, "num_train_images", None)
+        size = data.num_train_images
         if not size:
-            raise ValueError("β-TC-VAE needs the size of the training set: the DataModule gives none, so set "
+            raise ValueError("β-TC-VAE needs the size of the training set: the data gives none, so set "
                              "model.objective.dataset_size")
         self.dataset_size.fill_(int(size))
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
         size = int(self.dataset_size)
         if size <= 0:
-            raise ValueError("β-TC-VAE needs the size N of the training set, which is read from the DataModule when "
+            raise ValueError("β-TC-VAE needs the size N of the training set, which is handed in when "
                              "fitting starts: fit first, or set model.objective.dataset_size")
         terms = tc_decomposition(out.z, out.mu, out.logvar, size, self.sampling)
         kl_part = self.alpha * terms["mi"] + self.schedule(step) * terms["tc"] + self.gamma * terms["dw_kl"]

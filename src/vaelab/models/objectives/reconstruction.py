@@ -12,7 +12,7 @@ class Reconstruction(Objective):
     error scaled by 1/(2σ²) plus a constant.
     """
 
-    variational = False
+    needs_posterior = False
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
         return ObjectiveValue(out.recon.mean())
