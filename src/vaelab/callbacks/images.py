@@ -8,6 +8,7 @@ make each grid about the size TensorBoard's card shows it at (see :mod:`vaelab.c
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -20,20 +21,29 @@ from vaelab.models.distributions import kl_per_dimension
 
 __all__ = ["LatentTraversal", "PriorSamples", "ReconstructionGrid", "image_grid", "upscale"]
 
+log = logging.getLogger(__name__)
+
 
 class ReconstructionGrid(DashboardCallback):
     """``<split>/reconstructions``: rows of inputs, each above the row of its reconstructions, labelled ``input``
-    and ``recon``; a red title when the VAE's code has collapsed (see :mod:`vaelab.callbacks.health`)."""
+    and ``recon``; a red title when the VAE's code has collapsed (see :mod:`vaelab.callbacks.health`). For a model
+    with a corruption of its input (the denoising autoencoder) each input has two more rows: the ``corrupted``
+    image (the same draws every epoch) and its ``denoised`` reconstruction."""
 
     def __init__(self, nrow: int = 8, min_side: int = 24, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.nrow, self.min_side = nrow, min_side
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        groups = [("input", x), ("recon", out.x_mean)]
+        if getattr(module, "corruption", None) is not None:
+            corrupted = module.corrupt(x, generator=torch.Generator().manual_seed(self.seed))
+            groups += [("corrupted", corrupted), ("denoised", module.reconstruct(corrupted))]
         rows, labels = [], []
         for start in range(0, len(x), self.nrow):
-            rows += [x[start : start + self.nrow], out.x_mean[start : start + self.nrow]]
-            labels += ["input", "recon"]
+            for label, images in groups:
+                rows.append(images[start : start + self.nrow])
+                labels.append(label)
         pairs = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, self.nrow - len(r)), value=0.5) for r in rows])
         grid, side = image_grid(pairs, self.nrow, self.min_side), cell_side(pairs, self.min_side)
         health = code_health(out)
@@ -45,16 +55,40 @@ class ReconstructionGrid(DashboardCallback):
 
 
 class PriorSamples(DashboardCallback):
-    """``<split>/samples``: images decoded from the same draws z ~ N(0, I) each epoch (VAEs only)."""
+    """``<split>/samples``: images decoded from the same draws each epoch, from the code's prior (``sampler=prior``:
+    z ~ N(0, I) for a VAE) or from a Gaussian mixture fitted on the codes of the first ``fit_images`` training images
+    before each drawing (``sampler=gmm``, :class:`~vaelab.models.samplers.GaussianMixtureSampler`: an autoencoder can
+    generate too). Nothing for a code without a prior under ``sampler=prior`` (said once in the log)."""
 
-    def __init__(self, nrow: int = 8, min_side: int = 24, **kwargs: Any) -> None:
+    def __init__(self, nrow: int = 8, min_side: int = 24, sampler: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.nrow, self.min_side = nrow, min_side
+        self.sampler = sampler
+        self._said = False
+
+    def draw_now(self, trainer, pl_module, step: int | None = None) -> None:
+        model = getattr(pl_module, "model", pl_module)
+        if self.sampler is not None and self.sampler.needs_fit:
+            n = getattr(self.sampler, "fit_images", 10_000)
+            images, _ = trainer.datamodule.fixed_batch("train", n)
+            was_training = model.training
+            model.eval()
+            try:  # (drawing nothing from the training's random generators)
+                with torch.random.fork_rng(devices=[]), torch.no_grad():
+                    self.sampler.fit(model.embed(images.to(model.device)))
+            finally:
+                model.train(was_training)
+        super().draw_now(trainer, pl_module, step)
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        if out.logvar is None:  # a deterministic autoencoder has no prior to sample from
+        available = module.code.has_prior if self.sampler is None else self.sampler.available_for(module)
+        if not available:  # a deterministic autoencoder has no prior to sample from
+            if not self._said:
+                log.info("%s: a %s has no prior to sample from; sampler=gmm fits one on the training codes",
+                         type(self).__name__, type(module.code).__name__)
+                self._said = True
             return
-        samples = module.sample(self.num_images)  # the base class seeded the RNG: the same z every epoch
+        samples = module.sample(self.num_images, sampler=self.sampler)  # the base class seeded the RNG
         grid = image_grid(samples, self.nrow, self.min_side)
         self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
 

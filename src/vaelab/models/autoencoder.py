@@ -146,5 +146,8 @@ class Autoencoder(nn.Module):
     def sample(self, n: int, generator: torch.Generator | None = None, sampler: Any = None) -> torch.Tensor:
         """``n`` images decoded from z ~ p(z), or from ``sampler`` (:mod:`vaelab.models.samplers`, e.g. a Gaussian
         mixture fitted on the training codes) when given. A code without a prior needs a sampler."""
-        z = self.code.prior_sample(n, self.latent_dim, generator) if sampler is None else sampler.sample(n, generator)
+        if sampler is None:
+            z = self.code.prior_sample(n, self.latent_dim, generator)
+        else:
+            z = sampler.sample(self, n, generator)
         return self.mean(self.decode(z.to(self.device)))

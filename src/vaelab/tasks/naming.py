@@ -38,11 +38,12 @@ RUN_ID_ENV = "VAELAB_RUN_ID"
 TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 TOKEN_LENGTH = 6
 #: objectives that have no β (the description and the HParams leave it out)
-BETA_FREE_OBJECTIVES = frozenset({"reconstruction", "iwae"})
+BETA_FREE_OBJECTIVES = frozenset({"reconstruction", "iwae", "sparse", "contractive"})
 #: the defaults a description leaves out
 DEFAULT_NET, DEFAULT_SCHEDULE, DEFAULT_DATA = "mlp", "constant", "digits"
 #: the objective each model of conf/model/ trains with unless told otherwise (any other is named)
-MODEL_OBJECTIVES = {"ae": "reconstruction", "vae": "elbo", "beta_vae": "elbo"}
+MODEL_OBJECTIVES = {"ae": "reconstruction", "vae": "elbo", "beta_vae": "elbo", "dae": "reconstruction",
+                    "sparse_ae": "sparse", "contractive_ae": "contractive"}
 #: the longest description and the longest list of overrides in a folder name (a file name has 255 bytes at most)
 MAX_DESCRIPTION, MAX_OVERRIDES = 80, 160
 #: command-line keys that say nothing about what a run is (where things go, what is shown while it runs); the same

@@ -8,9 +8,11 @@ Each takes the model's encoder/decoder pass over a batch and returns the loss an
 from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
 from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
+from vaelab.models.objectives.contractive import Contractive
 from vaelab.models.objectives.elbo import Elbo
 from vaelab.models.objectives.iwae import IWAE
 from vaelab.models.objectives.reconstruction import Reconstruction
+from vaelab.models.objectives.sparse import Sparse
 
-__all__ = ["IWAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
-           "tc_decomposition"]
+__all__ = ["IWAE", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo", "Objective", "ObjectiveValue",
+           "Reconstruction", "Sparse", "tc_decomposition"]
