@@ -513,26 +513,59 @@ def test_drawings_are_written_in_a_worker_thread_while_the_caller_goes_on():
     assert writer.calls[0].thread is not threading.main_thread()
 
 
-def test_the_end_of_training_waits_for_every_drawing():
-    class SlowWriter(RecordingWriter):
+def test_the_end_of_training_waits_for_the_drawings_and_a_backlog_is_bounded():
+    """A drawing not started when the next one of the same view arrives is dropped for it (no backlog can delay the
+    end of a run); the end of training still waits for what is in progress and for the newest one."""
+    started, release = threading.Event(), threading.Event()
+
+    class BlockingWriter(RecordingWriter):
         def add_image(self, *args, **kwargs):
-            time.sleep(0.05)
+            started.set()
+            assert release.wait(timeout=5)
             super().add_image(*args, **kwargs)
 
     module = make_module()
     x, y = make_batch(4)
     out = forward(module, x)
-    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), SlowWriter()
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), BlockingWriter()
     with torch.no_grad():
-        for step in range(3):
+        callback.draw(writer, "val", 0, module, x, y, out)
+        assert started.wait(timeout=5)  # drawing 0 is in progress
+        for step in (1, 2, 3):  # 1 and 2 wait in the queue in turn, each replaced by the next
             callback.draw(writer, "val", step, module, x, y, out)
+    release.set()
     callback.on_train_end(None, module)
-    assert [c.step for c in writer.calls] == [0, 1, 2]
+    assert [c.step for c in writer.calls] == [0, 3] and callback.dropped == 2
     callback.teardown(None, module, "fit")
     with torch.no_grad():  # a drawing after teardown (the next fit) still lands
-        callback.draw(writer, "val", 3, module, x, y, out)
+        callback.draw(writer, "val", 4, module, x, y, out)
     callback.teardown(None, module, "fit")
-    assert [c.step for c in writer.calls] == [0, 1, 2, 3]
+    assert [c.step for c in writer.calls] == [0, 3, 4]
+
+
+def test_on_an_exception_the_drawings_in_flight_are_finished_and_there_are_at_most_two():
+    started, release = threading.Event(), threading.Event()
+
+    class BlockingWriter(RecordingWriter):
+        def add_image(self, *args, **kwargs):
+            started.set()
+            assert release.wait(timeout=5)
+            super().add_image(*args, **kwargs)
+
+    module = make_module()
+    x, y = make_batch(4)
+    out = forward(module, x)
+    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), BlockingWriter()
+    with torch.no_grad():
+        callback.draw(writer, "val", 0, module, x, y, out)
+        assert started.wait(timeout=5)
+        for step in (1, 2):
+            callback.draw(writer, "val", step, module, x, y, out)
+    assert len(callback._pending) == 2  # the one in progress and the newest
+    threading.Timer(0.2, release.set).start()
+    callback.on_exception(None, module, KeyboardInterrupt())
+    assert [c.step for c in writer.calls] == [0, 2] and callback.dropped == 1
+    callback.teardown(None, module, "fit")
 
 
 class FailingOnceWriter(RecordingWriter):

@@ -271,7 +271,7 @@ def sigint_restored():
 def test_ctrl_c_keeps_the_record_and_the_drawings_in_flight(tmp_path, sigint_restored):
     cfg = compose_train(
         tmp_path,
-        ["trainer.max_epochs=3", "+callbacks.slow._target_=test_train.SlowDrawing",
+        ["trainer.max_epochs=3", "callbacks.dashboard_budget=null", "+callbacks.slow._target_=test_train.SlowDrawing",
          "+callbacks.interrupt._target_=test_train.InterruptAfterValidation"],
     )
     with pytest.raises(SystemExit):  # Lightning's graceful shutdown ends in sys.exit(1)

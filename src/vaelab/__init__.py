@@ -1,6 +1,8 @@
 """vaelab: autoencoders (AE, VAE, β-VAE and their family) on PyTorch Lightning and Hydra.
 
-``vaelab.load(ckpt_path)`` gives the trained pure model of a checkpoint (:func:`vaelab.models.checkpoint.load`).
+From Python: ``vaelab.train([...overrides])`` and ``vaelab.evaluate(ckpt_path, [...overrides])`` run the tasks and
+return their records (:mod:`vaelab.api`); ``vaelab.load(ckpt_path)`` gives the trained pure model of a checkpoint
+(:func:`vaelab.models.checkpoint.load`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["load"]
+__all__ = ["evaluate", "load", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +19,8 @@ def __getattr__(name: str) -> Any:
         from vaelab.models.checkpoint import load
 
         return load
+    if name in ("train", "evaluate"):
+        from vaelab import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'vaelab' has no attribute {name!r}")

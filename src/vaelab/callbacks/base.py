@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +62,8 @@ class DashboardCallback(Callback):
 
     #: the latest pass through the model, for the next callback that wants the same one
     _shared: _Pass | None = None
+    #: whether the dashboard's time budget (:class:`~vaelab.callbacks.budget.DashboardBudget`) governs this view
+    budgeted: bool = True
 
     def __init__(self, num_images: int = 32, every_n_epochs: int = 1, split: str = "val", seed: int = 0) -> None:
         super().__init__()
@@ -71,15 +74,35 @@ class DashboardCallback(Callback):
         self.class_names: tuple[str, ...] | None = None  # the data's, read before each drawing
         self._executor: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
+        self._budget: Any = None  # the trainer's DashboardBudget, if it has one
+        self.dropped = 0  # drawings replaced by a newer one before they started
 
     def in_background(self, render: Callable[[], None]) -> None:
         """Run ``render`` (a matplotlib drawing, a PNG encoding, and the write to TensorBoard) in a worker thread, so
-        that training goes on meanwhile; the end of training waits for every one, so none is lost."""
+        that training goes on meanwhile; the end of training waits for every one, so none is lost.
+
+        The queue is bounded: a drawing that has not started when the next one of the same view arrives is dropped
+        for it (the newer one shows the same view, later), so a slow worker never builds a backlog that delays the
+        end of a run."""
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(self).__name__)
+        for future in self._pending:
+            if future.cancel():  # (only one not started yet can be cancelled)
+                self.dropped += 1
         # keep what is still running, and what failed: wait() must re-raise that error, not lose it
-        self._pending = [f for f in self._pending if not f.done() or f.exception() is not None]
-        self._pending.append(self._executor.submit(render))
+        self._pending = [f for f in self._pending
+                         if not f.cancelled() and (not f.done() or f.exception() is not None)]
+        budget = self._budget
+
+        def timed() -> None:
+            started = time.thread_time()
+            try:
+                render()
+            finally:
+                if budget is not None:
+                    budget.add(self, time.thread_time() - started)
+
+        self._pending.append(self._executor.submit(timed))
 
     def wait(self, reraise: bool = True) -> None:
         """Finish every drawing in flight, re-raising a drawing's error here rather than dropping it (or, with
@@ -97,9 +120,16 @@ class DashboardCallback(Callback):
         self.wait()  # before Lightning finalises the loggers
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Training stopped on an error or Ctrl-C: write the drawings still in flight before Lightning closes the
-        loggers (it calls this hook first); a drawing's own error is logged, not raised over the one in hand."""
+        """Training stopped on an error, Ctrl-C or SIGTERM: finish the drawings in flight (at most the one in progress
+        and one queued behind it: the queue is bounded) before Lightning closes the loggers (it calls this hook
+        first), so the run ends within two drawings' time; a drawing's own error is logged, not raised over the one
+        in hand."""
         self.wait(reraise=False)
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        from vaelab.callbacks.budget import DashboardBudget
+
+        self._budget = next((c for c in getattr(trainer, "callbacks", ()) if isinstance(c, DashboardBudget)), None)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         DashboardCallback._shared = None  # (its tensors)
@@ -117,14 +147,25 @@ class DashboardCallback(Callback):
         raise NotImplementedError
 
     def due(self, trainer: Trainer) -> bool:
-        """Whether to draw at the end of this validation epoch: every ``every_n_epochs``-th, and the last."""
-        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        return last_epoch or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        """Whether this view is due at the end of this validation epoch: every ``every_n_epochs``-th, and the last
+        (the dashboard's budget, when the trainer has one, may still hold it back: see
+        :mod:`vaelab.callbacks.budget`)."""
+        return _last_epoch(trainer) or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not self.due(trainer):
             return
-        self.draw_now(trainer, pl_module)
+        budget = self._budget
+        if budget is not None and not budget.allows(self, _last_epoch(trainer)):
+            return
+        if budget is not None:
+            budget.begin(self)
+        started = time.perf_counter()
+        try:
+            self.draw_now(trainer, pl_module)
+        finally:
+            if budget is not None:
+                budget.add(self, time.perf_counter() - started)
 
     def draw_now(self, trainer: Trainer, pl_module: LightningModule, step: int | None = None) -> None:
         """Pass the fixed images through the model (in eval mode, without gradients, under the fixed seed) and
@@ -170,6 +211,10 @@ class DashboardCallback(Callback):
                 self.draw(writer, self.split, step, model, x, y, out)
         finally:
             pl_module.train(was_training)
+
+
+def _last_epoch(trainer: Trainer) -> bool:
+    return trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
 
 
 def _set_rng_states(states: list[torch.Tensor], devices: list[torch.device]) -> None:

@@ -55,6 +55,9 @@ class Projector(DashboardCallback):
     :func:`write_embedding` straight into the run's TensorBoard folder. Codes of fewer than 3 dimensions are left
     out: the Projector's PCA shows none of their points."""
 
+    #: (written once, at the end of training)
+    budgeted = False
+
     def __init__(self, num_images: int = 1000, thumbnail_side: int = 28, **kwargs: Any) -> None:
         super().__init__(num_images=num_images, **kwargs)
         self.thumbnail_side = thumbnail_side

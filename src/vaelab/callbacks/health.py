@@ -99,6 +99,9 @@ class CollapseAlarm(DashboardCallback):
     such epoch; a log line and a card when the code recovers; and at the end of training, a warning if it ended
     collapsed. Nothing for a healthy model or an AE."""
 
+    #: (it must look at every validation epoch to count a collapse's streak; its card is a line of text)
+    budgeted = False
+
     def __init__(self, num_images: int = 1000, kl_threshold: float = KL_COLLAPSE_THRESHOLD, patience: int = 2,
                  **kwargs: Any) -> None:
         if patience < 1:

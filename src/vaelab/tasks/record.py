@@ -9,6 +9,7 @@ of the bare ``NaN`` / ``-Infinity`` tokens that strict JSON readers (``jq``, Jav
 from __future__ import annotations
 
 import json
+import logging
 import math
 import numbers
 import time
@@ -19,6 +20,8 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
+
+log = logging.getLogger(__name__)
 
 #: how a float that is not a finite number is written into metrics.json (``float(text)`` reads each one back)
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
@@ -61,10 +64,13 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @contextmanager
-def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def recorded(path: Path, record: dict[str, Any], after: list[Callable[[], None]] | None = None
+             ) -> Iterator[dict[str, Any]]:
     """Write ``record`` to ``path`` (on rank 0) however the block ends: with ``status: failed`` and the error when
     it raises (unless the block already gave its own final status: ``diverged``, ``interrupted``, ``terminated``),
-    and always with the seconds it took, so no run's outcome is lost."""
+    and always with the seconds it took, so no run's outcome is lost. Then call each of ``after`` (a list the block
+    may still add to, e.g. handing the finished run folder to the loggers); an error there is logged, never raised
+    over the block's own outcome."""
     start = time.perf_counter()
     try:
         yield record
@@ -76,6 +82,11 @@ def recorded(path: Path, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
         record["seconds"] = round(time.perf_counter() - start, 2)
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         write_json(path, record)
+        for finish in after or ():
+            try:
+                finish()
+            except Exception:
+                log.exception("after the run record was written")
 
 
 class EpochRecord(Callback):

@@ -59,6 +59,14 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
+def hand_over_run_folder(loggers: list[Any], folder: Path) -> None:
+    """Give every logger that keeps files (MLflow's artifacts) the finished run's folder: its ``metrics.json``,
+    checkpoints and TensorBoard events, once the record is written, however the run ended."""
+    for logger in loggers:
+        if hasattr(logger, "log_run_folder"):
+            logger.log_run_folder(folder)
+
+
 def log_run(loggers: list[Any], cfg: DictConfig) -> None:
     """Hand every logger the hyperparameters that tell this run apart (:func:`run_hparams`: HParams columns, MLflow
     params) and, to a logger that keeps one, the resolved config."""
@@ -188,7 +196,8 @@ def train(cfg: DictConfig) -> float | None:
         "overrides": command_line_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    with recorded(path, record):
+    finishers: list = []
+    with recorded(path, record, after=finishers):
         validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
         without_validation(cfg)
         if cfg.get("seed") is not None:  # 0 is a seed too
@@ -202,6 +211,7 @@ def train(cfg: DictConfig) -> float | None:
             checkpoint = read_checkpoint(Path(str(cfg.ckpt_path)), resume=True)
             record.update(continue_in_checkpoint_run(cfg))
         datamodule, model, trainer = build(cfg)
+        finishers.append(lambda: hand_over_run_folder(trainer.loggers, path.parent))
         # what a reader must know before comparing this run's numbers with published log-likelihoods
         record["notes"] = comparability_notes(model.model.likelihood.name, datamodule.hparams.get("binarize", "none"),
                                               datamodule.binary_images)

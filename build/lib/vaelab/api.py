@@ -1,0 +1,75 @@
+"""vaelab from Python: ``vaelab.train([...overrides])`` and ``vaelab.evaluate(ckpt_path, [...overrides])`` run the
+tasks behind the commands and return their records; ``vaelab.load(ckpt_path)`` gives a trained pure model.
+
+The overrides are the command line's (``["model=beta_vae", "model.beta=4", "trainer.max_epochs=5"]``); the run gets
+its folder as a command-line run does (under ``paths.log_dir``, default ``logs/`` in the working folder), and the
+record returned is what the run wrote into its ``metrics.json``, with ``run_dir`` added. Errors are raised, as
+exceptions, where the command line would print them. A sweep (``-m``) is the command line's job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+#: the configs shipped inside the package
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+
+
+def compose_config(config_name: str, overrides: Sequence[str] = (), config_dir: str | Path | None = None
+                   ) -> DictConfig:
+    """The config ``config_name`` (``train`` or ``eval``) with ``overrides``, composed as the command line would
+    (``config_dir``: a folder of the user's own config groups, as ``--config-dir``), with its Hydra node: the run
+    folder it names is made here, and set as the job's output folder."""
+    from vaelab.tasks import naming
+
+    os.environ[naming.RUN_ID_ENV] = naming.new_token()  # a folder of its own for every run of this process
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name=config_name):
+        if config_dir is not None:  # searched before vaelab's own groups, as --config-dir does
+            overrides = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]", *overrides]
+        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).resolve()
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(run_dir)
+        cfg.hydra.job.name = config_name
+    HydraConfig.instance().set_config(cfg)  # (for ${hydra:…} and the task's view of its overrides)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def _run(config_name: str, task: Callable[[DictConfig], Any], overrides: Sequence[str],
+         config_dir: str | Path | None) -> dict[str, Any]:
+    cfg = compose_config(config_name, overrides, config_dir)
+    run_dir = Path(cfg.hydra.runtime.output_dir)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    OmegaConf.resolve(job)
+    task(job)
+    record = json.loads((run_dir / "metrics.json").read_text())
+    return {**record, "run_dir": str(run_dir)}
+
+
+def train(overrides: Sequence[str] = (), config_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train as ``vaelab-train <overrides>`` does and return the run's record (``metrics.json``, with
+    ``run_dir``): its status, the last epoch's metrics, the best checkpoint (``best_ckpt``) and its ``test`` metrics.
+    """
+    from vaelab.tasks.train import train as train_task
+
+    return _run("train", train_task, overrides, config_dir)
+
+
+def evaluate(ckpt_path: str | os.PathLike, overrides: Sequence[str] = (), config_dir: str | Path | None = None
+             ) -> dict[str, Any]:
+    """Evaluate a checkpoint as ``vaelab-eval ckpt_path=<ckpt_path> <overrides>`` does and return the record (its
+    ``test`` metrics: −ELBO, −L_K, …, with ``run_dir``)."""
+    from vaelab.tasks.evaluate import run_evaluation
+
+    return _run("eval", run_evaluation, [f"ckpt_path={Path(ckpt_path).resolve()}", *overrides], config_dir)

@@ -1,0 +1,146 @@
+"""Image grids: reconstructions, samples from the prior and latent traversals.
+
+The reconstruction and traversal grids carry labelled margins (:func:`vaelab.callbacks.grids.labelled_grid`): which
+row is an input and which its reconstruction; which dimension a traversal row walks, its KL, and the z values.
+``min_side`` enlarges small images (by a whole factor, nearest neighbour) to at least that many pixels; the defaults
+make each grid about the size TensorBoard's card shows it at (see :mod:`vaelab.callbacks.grids`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from vaelab.callbacks.base import DashboardCallback
+from vaelab.callbacks.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, upscale
+from vaelab.callbacks.health import code_health
+from vaelab.models.distributions import kl_per_dimension
+
+__all__ = ["LatentTraversal", "PriorSamples", "ReconstructionGrid", "image_grid", "upscale"]
+
+log = logging.getLogger(__name__)
+
+
+class ReconstructionGrid(DashboardCallback):
+    """``<split>/reconstructions``: rows of inputs, each above the row of its reconstructions, labelled ``input``
+    and ``recon``; a red title when the VAE's code has collapsed (see :mod:`vaelab.callbacks.health`). For a model
+    with a corruption of its input (the denoising autoencoder) each input has two more rows: the ``corrupted``
+    image (the same draws every epoch) and its ``denoised`` reconstruction."""
+
+    def __init__(self, nrow: int = 8, min_side: int = 24, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nrow, self.min_side = nrow, min_side
+
+    def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        groups = [("input", x), ("recon", out.x_mean)]
+        if getattr(module, "corruption", None) is not None:
+            corrupted = module.corrupt(x, generator=torch.Generator().manual_seed(self.seed))
+            groups += [("corrupted", corrupted), ("denoised", module.reconstruct(corrupted))]
+        rows, labels = [], []
+        for start in range(0, len(x), self.nrow):
+            for label, images in groups:
+                rows.append(images[start : start + self.nrow])
+                labels.append(label)
+        pairs = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, self.nrow - len(r)), value=0.5) for r in rows])
+        grid, side = image_grid(pairs, self.nrow, self.min_side), cell_side(pairs, self.min_side)
+        health = code_health(out)
+        title = (health.headline(), ALERT) if health is not None and health.collapsed else None
+        tag = f"{tag_prefix}/reconstructions"
+        self.in_background(  # the labels and the PNG encoding
+            lambda: writer.add_image(tag, labelled_grid(grid, side, labels, title=title), step, dataformats="HWC")
+        )
+
+
+class PriorSamples(DashboardCallback):
+    """``<split>/samples``: images decoded from the same draws each epoch, from the code's prior (``sampler=prior``:
+    z ~ N(0, I) for a VAE) or from a Gaussian mixture fitted on the codes of the first ``fit_images`` training images
+    before each drawing (``sampler=gmm``, :class:`~vaelab.models.samplers.GaussianMixtureSampler`: an autoencoder can
+    generate too). Nothing for a code without a prior under ``sampler=prior`` (said once in the log)."""
+
+    def __init__(self, nrow: int = 8, min_side: int = 24, sampler: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.nrow, self.min_side = nrow, min_side
+        self.sampler = sampler
+        self._said = False
+
+    def draw_now(self, trainer, pl_module, step: int | None = None) -> None:
+        model = getattr(pl_module, "model", pl_module)
+        if self.sampler is not None and self.sampler.needs_fit:
+            n = getattr(self.sampler, "fit_images", 10_000)
+            images, _ = trainer.datamodule.fixed_batch("train", n)
+            was_training = model.training
+            model.eval()
+            try:  # (drawing nothing from the training's random generators)
+                with torch.random.fork_rng(devices=[]), torch.no_grad():
+                    self.sampler.fit(model.embed(images.to(model.device)))
+            finally:
+                model.train(was_training)
+        super().draw_now(trainer, pl_module, step)
+
+    def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        available = module.code.has_prior if self.sampler is None else self.sampler.available_for(module)
+        if not available:  # a deterministic autoencoder has no prior to sample from
+            if not self._said:
+                log.info("%s: a %s has no prior to sample from; sampler=gmm fits one on the training codes",
+                         type(self).__name__, type(module.code).__name__)
+                self._said = True
+            return
+        samples = module.sample(self.num_images, sampler=self.sampler)  # the base class seeded the RNG
+        grid = image_grid(samples, self.nrow, self.min_side)
+        self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
+
+
+class LatentTraversal(DashboardCallback):
+    """``<split>/traversal``: one row per latent dimension, walking it around the posterior mean (the code) of the
+    first image in ``steps`` even steps from −``span`` to +``span`` while the other dimensions stay put.
+
+    For a VAE the steps are in the prior's units (its standard deviation is 1) and the rows are the ``max_dims``
+    dimensions with the most KL on the fixed images, most first (the ones the decoder uses). An AE's code has no
+    scale of its own, so its first ``max_dims`` dimensions are walked in units of each one's spread (the standard
+    deviation of the code over the fixed images). Each row is labelled with its dimension, its KL (a VAE's) or
+    spread (an AE's), and the range of z it walks; the columns with their offset.
+    """
+
+    def __init__(self, max_dims: int = 10, steps: int = 9, span: float = 3.0, min_side: int = 16,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_dims, self.steps, self.span, self.min_side = max_dims, steps, span, min_side
+
+    def walk(self, out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The dimensions walked (in row order), the unit of each one's steps, the offsets (in those units) and, for
+        a VAE, each dimension's mean KL."""
+        mu = out.mu
+        dims = min(self.max_dims, mu.shape[1])
+        if out.logvar is None:
+            order, kl = torch.arange(dims, device=mu.device), None
+            spread = mu.std(0, unbiased=False) if len(mu) > 1 else torch.ones_like(mu[0])
+            unit = spread[order]
+        else:
+            kl = kl_per_dimension(mu, out.logvar).mean(0)
+            order = kl.argsort(descending=True)[:dims]
+            unit = torch.ones(dims, device=mu.device, dtype=mu.dtype)
+        offsets = torch.linspace(-self.span, self.span, self.steps, device=mu.device, dtype=mu.dtype)
+        return order, unit, offsets, kl
+
+    def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        order, unit, offsets, kl = self.walk(out)
+        dims = len(order)
+        z = out.mu[:1].repeat(dims * self.steps, 1)
+        labels = []
+        for row, (d, u) in enumerate(zip(order.tolist(), unit.tolist(), strict=True)):
+            z[row * self.steps : (row + 1) * self.steps, d] += offsets * u
+            lo, hi = z[row * self.steps, d].item(), z[(row + 1) * self.steps - 1, d].item()
+            measure = f"{kl[d].item():.2f} nats" if kl is not None else f"sd {u:.2g}"
+            dead = kl is not None and kl[d].item() < 0.01
+            labels.append((f"z{d} · {measure} · {signed(lo, 1)}…{signed(hi, 1)}", MUTED if dead else (20, 20, 20)))
+        images = module.likelihood.mean(module.decode(z))
+        grid, side = image_grid(images, self.steps, self.min_side), cell_side(images, self.min_side)
+        cols = [signed(v) for v in offsets.tolist()]
+        # z = the first image's code + k × (the prior's sd, 1 | the dimension's sd), k along the columns
+        caption = "z = μ₀ + k, k:" if kl is not None else "z = μ₀ + k·sd, k:"
+        tag = f"{tag_prefix}/traversal"
+        self.in_background(lambda: writer.add_image(
+            tag, labelled_grid(grid, side, labels, cols, col_caption=caption), step, dataformats="HWC"))

@@ -1,0 +1,204 @@
+"""A dSprites-style data set (Matthey et al. 2017, "dSprites: disentanglement testing sprites dataset"),
+rendered here from its generative factors: no download.
+
+Every image is one white shape on black, a combination of five factors, in dSprites' order (its constant colour
+left out; dSprites' counts in brackets):
+
+- shape: square, ellipse, heart (3)
+- scale: ``linspace(0.5, 1, n_scales)`` (6)
+- orientation: ``2π k / n_orientations``, k = 0 … n − 1, counter-clockwise (40, in [0, 2π))
+- posX: ``linspace(0, 1, n_positions)``, left to right (32)
+- posY: ``linspace(0, 1, n_positions)``, top to bottom (32)
+
+so the full product (``data=shapes_full``) is 3 × 6 × 40 × 32 × 32 = 737,280 images of 64 × 64, as in dSprites.
+
+Rendering: each pixel centre is mapped into the shape's own frame (translated, rotated back by the orientation,
+divided by the scale) and the shape's implicit inside-test decides the pixel: 255 inside, 0 outside, one sample per
+pixel, all in numpy (float64), so the same factors always give the same image. In its own frame every shape fits
+in the unit disc (its circumradius is 1): a square of half-side 1/√2, an ellipse with semi-axes 1 and 1/2, and the
+heart ``(x² + y² − 1)³ ≤ x² y³`` (pointing down) shrunk by 1.25 about its circumcentre. At scale 1 that disc has
+radius ``MAX_RADIUS`` = 1/4 of the image side, and position 0 … 1 moves the shape's centre from 1/4 to 3/4 of the
+side, so every shape at every scale, orientation and position lies wholly inside the image (and at 64 × 64 with 32
+positions, one step moves it by 1.03 pixels: neighbouring positions never give the same image).
+
+Symmetry duplicates, the only images that occur twice (tests/test_shapes.py checks both directions on the full
+dSprites grid of orientations and scales): the square looks the same after a quarter turn, the ellipse after a half
+turn, the heart only after a full turn. So with ``n`` orientations the combinations that differ only in orientation
+``k`` vs ``k'`` give one image exactly when ``(k − k') · m ≡ 0 (mod n)``, m = 4 for the square, 2 for the ellipse,
+1 for the heart: with dSprites' 40 orientations each square image appears 4 times (θ, θ + π/2, θ + π, θ + 3π/2) and
+each ellipse image twice (θ, θ + π), as in dSprites itself. The renderer draws such combinations from one canonical
+angle, so these duplicates are exact, and the test split holds out whole symmetry classes (no test image has a copy
+in train).
+
+Labels: all five factor indices of each image, int64 ``(N, 5)``; ``color_by`` names the factor whose index serves as
+the class for colouring plots (:meth:`~vaelab.data.base.ImageDataModule.class_labels`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from vaelab.data.base import ImageDataModule
+from vaelab.errors import ConfigError
+
+SHAPES = ("square", "ellipse", "heart")
+SYMMETRY_ORDER = (4, 2, 1)  # rotations by 2π/m that leave the shape unchanged
+FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
+MAX_RADIUS = 0.25  # circumradius of a shape at scale 1, as a fraction of the image side
+TEST_SPLIT_SEED = 0  # fixed: the test set is part of the data set's definition, not of a run's config
+RENDER_VERSION = 1  # bump when the drawing changes (it is part of the cache key)
+_PIXELS_PER_CHUNK = 1 << 22  # rendering works on (chunk, H, W) float64 arrays of at most 32 MB
+
+
+def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The inside-test of shape ``shape`` at points ``(u, v)`` of its own frame (v points up), circumradius 1."""
+    if shape == 0:  # square
+        return np.maximum(np.abs(u), np.abs(v)) <= 1 / math.sqrt(2)
+    if shape == 1:  # ellipse
+        return u * u + 4 * v * v <= 1
+    x, y = 1.25 * u, 1.25 * v + 0.25  # heart: its circumcentre (0, 0.25) to the origin, circumradius 1.25 to 1
+    r = x * x + y * y - 1
+    return r * r * r <= x * x * y * y * y
+
+
+class ShapesDataModule(ImageDataModule):
+    """dSprites-style shapes (Matthey et al. 2017) generated from their factors; see the module docstring.
+
+    Args:
+        image_size: side of the square images (dSprites: 64).
+        n_scales, n_orientations, n_positions: how many values each of scale, orientation and posX/posY takes
+            (dSprites: 6, 40, 32).
+        test_fraction: fraction of the symmetry classes of combinations held out as the test set, drawn with a fixed
+            seed; every image of a class (e.g. a square and its quarter-turned copies) goes to the same side. The
+            rest is the training set (val is then ``val_fraction`` of it, as for every data set).
+        color_by: the factor whose value index is each image's class for colouring (``shape`` by default).
+        *args, **kwargs: :class:`~vaelab.data.base.ImageDataModule`'s.
+    """
+
+    name = "shapes"
+    binary_images = True
+    factor_names = FACTOR_NAMES
+
+    def __init__(
+        self,
+        *args,
+        image_size: int = 64,
+        n_scales: int = 6,
+        n_orientations: int = 40,
+        n_positions: int = 32,
+        test_fraction: float = 0.1,
+        color_by: str = "shape",
+        **kwargs,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        counts = {"image_size": image_size, "n_scales": n_scales, "n_orientations": n_orientations,
+                  "n_positions": n_positions}
+        for key, value in counts.items():
+            if int(value) != value or value < (8 if key == "image_size" else 1):
+                raise ConfigError(f"data.{key} must be an integer >= {8 if key == 'image_size' else 1}, got {value}")
+        if not 0.0 <= float(test_fraction) < 1.0:
+            raise ConfigError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
+        if color_by not in FACTOR_NAMES:
+            raise ConfigError(f"unknown data.color_by={color_by!r}: choose one of {', '.join(FACTOR_NAMES)}")
+        self.image_size, self.test_fraction = int(image_size), float(test_fraction)
+        self.image_shape = (1, self.image_size, self.image_size)
+        self.factor_sizes: tuple[int, ...] = (len(SHAPES), int(n_scales), int(n_orientations), int(n_positions),
+                                              int(n_positions))
+        positions = np.linspace(0.0, 1.0, int(n_positions))
+        #: the actual value of each factor's indices (shape: its index into ``SHAPES``; orientation in radians)
+        self.factor_values: list[np.ndarray] = [
+            np.arange(len(SHAPES)),
+            np.linspace(0.5, 1.0, int(n_scales)),
+            2 * np.pi * np.arange(int(n_orientations)) / int(n_orientations),
+            positions,
+            positions.copy(),
+        ]
+        self.color_by = color_by
+        self.color_index = FACTOR_NAMES.index(color_by)
+        self.num_classes = self.factor_sizes[self.color_index]
+        self.class_names = self._value_names(self.color_index)
+
+    def _value_names(self, factor: int) -> tuple[str, ...]:
+        if factor == 0:
+            return SHAPES
+        if factor == 2:
+            return tuple(f"{math.degrees(v):g}°" for v in self.factor_values[2])
+        return tuple(f"{v:.2f}" for v in self.factor_values[factor])
+
+    @property
+    def num_combinations(self) -> int:
+        return math.prod(self.factor_sizes)
+
+    # ------------------------------------------------------------------ the data set
+    def cache_key(self) -> list:
+        return [RENDER_VERSION, MAX_RADIUS, TEST_SPLIT_SEED, self.test_fraction, *self.factor_sizes[1:],
+                self.image_size]
+
+    def load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The combinations of the split in product order (shape slowest, posY fastest), rendered; labels are their
+        factor indices."""
+        flat = np.flatnonzero(self._test_mask() != train)
+        factors = np.stack(np.unravel_index(flat, self.factor_sizes), axis=1).astype(np.int64)
+        return self.render(factors), torch.from_numpy(factors)
+
+    def _canonical(self, factors: np.ndarray) -> np.ndarray:
+        """The factor indices with each orientation replaced by the smallest one of its symmetry class."""
+        n = self.factor_sizes[2]
+        period = n // np.gcd(n, np.asarray(SYMMETRY_ORDER)[factors[:, 0]])
+        canonical = factors.copy()
+        canonical[:, 2] = factors[:, 2] % period
+        return canonical
+
+    def _test_mask(self) -> np.ndarray:
+        """Which combinations (flat, in product order) are in the test set: a seeded ``test_fraction`` of the
+        symmetry classes, whole."""
+        everything = np.stack(np.unravel_index(np.arange(self.num_combinations), self.factor_sizes), axis=1)
+        canonical = np.ravel_multi_index(tuple(self._canonical(everything).T), self.factor_sizes)
+        classes = np.unique(canonical)
+        order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(classes))
+        held_out = classes[order[: round(self.test_fraction * len(classes))]]
+        return np.isin(canonical, held_out)
+
+    # ------------------------------------------------------------------ for disentanglement metrics
+    def render(self, factor_indices: np.ndarray) -> torch.Tensor:
+        """Images of any combinations, given as factor indices ``(n, 5)``: uint8 ``(n, 1, H, W)``, 0 or 255."""
+        factors = np.asarray(factor_indices, dtype=np.int64).reshape(-1, len(FACTOR_NAMES))
+        if len(factors) and ((factors < 0).any() or (factors >= np.asarray(self.factor_sizes)).any()):
+            raise ValueError(f"factor indices out of range for factor sizes {self.factor_sizes}")
+        size = self.image_size
+        canonical = self._canonical(factors)
+        out = np.zeros((len(factors), size, size), dtype=bool)
+        centres = np.arange(size) + 0.5  # pixel centres, in pixels
+        margin = MAX_RADIUS * size
+        chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
+        for shape in range(len(SHAPES)):
+            rows = np.flatnonzero(canonical[:, 0] == shape)
+            for start in range(0, len(rows), chunk):
+                idx = rows[start : start + chunk]
+                _, scale, orient, pos_x, pos_y = (canonical[idx, i] for i in range(5))
+                radius = (MAX_RADIUS * size * self.factor_values[1][scale])[:, None, None]
+                theta = self.factor_values[2][orient][:, None, None]
+                cx = (margin + self.factor_values[3][pos_x] * (size - 2 * margin))[:, None, None]
+                cy = (margin + self.factor_values[4][pos_y] * (size - 2 * margin))[:, None, None]
+                dx = (centres[None, None, :] - cx) / radius  # (n, 1, W)
+                dy = (cy - centres[None, :, None]) / radius  # (n, H, 1), pointing up
+                cos, sin = np.cos(theta), np.sin(theta)
+                out[idx] = _inside(shape, cos * dx + sin * dy, cos * dy - sin * dx)  # rotated back by θ
+        return torch.from_numpy(out.astype(np.uint8) * np.uint8(255)).unsqueeze(1)
+
+    def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` combinations drawn uniformly from the full product (train and test alike): int64 ``(n, 5)``."""
+        return np.stack([rng.integers(size, size=n) for size in self.factor_sizes], axis=1).astype(np.int64)
+
+    def sample_with_fixed_factor(
+        self, factor: int | str, n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, torch.Tensor]:
+        """``n`` combinations drawn uniformly from the full product with factor ``factor`` (an index or a name) held
+        at one value drawn uniformly, and their images: ``(factor indices (n, 5), uint8 images (n, 1, H, W))``."""
+        k = FACTOR_NAMES.index(factor) if isinstance(factor, str) else int(factor)
+        factors = self.sample_factors(n, rng)
+        factors[:, k] = rng.integers(self.factor_sizes[k])
+        return factors, self.render(factors)

@@ -1,0 +1,153 @@
+"""The pure model: encode → code → decode, and the reconstruction term. A plain ``nn.Module``, usable from a notebook
+without Lightning, a Trainer or Hydra's config composition (``vaelab.load`` gives one from a checkpoint).
+
+How it is trained (the objective, the epoch means, the optimiser) is the Lightning module's business
+(:class:`vaelab.models.module.AutoencoderModule`); what it computes for a batch is :meth:`Autoencoder.forward`, an
+:class:`~vaelab.models.output.AutoencoderOutput` that objectives, metrics, dashboards and ``eval.py`` all read.
+
+All terms are summed over pixels and latent dimensions, one value per image, in nats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+from vaelab import rules
+from vaelab.models.codes import Code
+from vaelab.models.likelihoods import make_likelihood
+from vaelab.models.output import AutoencoderOutput
+
+DEFAULT_NET = {
+    "encoder": {"_target_": "vaelab.models.nets.MLPEncoder", "hidden_dims": [400]},
+    "decoder": {"_target_": "vaelab.models.nets.MLPDecoder", "hidden_dims": [400]},
+}
+DEFAULT_CODE = {"_target_": "vaelab.models.codes.GaussianCode"}
+
+
+def plain(cfg: Any) -> Any:
+    """Hydra configs become plain containers, so a checkpoint holds only primitives."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+class Autoencoder(nn.Module):
+    """An encoder, a code (:mod:`vaelab.models.codes`) and a decoder, with the decoder's likelihood.
+
+    Args:
+        image_shape: (channels, height, width) of the data.
+        latent_dim: the code's size (a VQ code's vector size).
+        code: a ``_target_`` config of a :class:`~vaelab.models.codes.Code` (default: the Gaussian posterior).
+        net: ``{"encoder": <_target_ config>, "decoder": <_target_ config>}``; the model passes the shapes.
+        likelihood: ``bernoulli`` (decoder outputs logits) or ``gaussian`` (decoder outputs means).
+        likelihood_std: the fixed standard deviation of the Gaussian likelihood.
+        corruption: an optional ``_target_`` config of a corruption of the input (:mod:`vaelab.models.corruption`):
+            the denoising autoencoder encodes a corrupted image and is scored on the clean one.
+        channels_last: keep conv activations in channels-last memory format.
+        compile: compile the encoder and decoder with ``torch.compile``.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        latent_dim: int = 16,
+        code: Mapping[str, Any] | None = None,
+        net: Mapping[str, Any] | None = None,
+        likelihood: str = "bernoulli",
+        likelihood_std: float = 0.1,
+        corruption: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        rules.check("model.latent_dim", latent_dim)
+        rules.check("model.likelihood", likelihood)
+        self.image_shape = tuple(int(s) for s in plain(image_shape))
+        self.latent_dim = int(latent_dim)
+        self.likelihood = make_likelihood(likelihood, likelihood_std)
+        self.code: Code = instantiate(plain(code) or DEFAULT_CODE)
+        net = plain(net) or DEFAULT_NET
+        self.encoder = instantiate(net["encoder"], image_shape=list(self.image_shape),
+                                   out_features=self.code.encoder_features(self.latent_dim))
+        self.decoder = instantiate(net["decoder"], image_shape=list(self.image_shape), latent_dim=self.latent_dim)
+        self.corruption = instantiate(plain(corruption)) if corruption else None
+        self.channels_last = bool(channels_last)
+        if compile:  # nn.Module.compile keeps the state_dict keys, pickles and deep-copies
+            self.encoder.compile()
+            self.decoder.compile()
+
+    # ------------------------------------------------------------------ what the code is
+    @property
+    def variational(self) -> bool:
+        """Whether q(z|x) is a density (the ELBO's KL and the importance-weighted bound are defined)."""
+        return self.code.variational
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ the pass
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's output for images ``x``, before the code makes z of it."""
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.encoder(x)
+
+    def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` as the encoder of a denoising autoencoder sees it in training (``x`` itself without a corruption)."""
+        return x if self.corruption is None else self.corruption(x, generator=generator)
+
+    def forward(self, x: torch.Tensor, corrupt: bool | None = None) -> AutoencoderOutput:
+        """Encode, make z (a draw from q(z|x) for a Gaussian code), decode, and score the reconstruction of ``x``.
+
+        A model with a corruption encodes the corrupted image when ``corrupt`` (default: in training mode) and is
+        scored on the clean ``x``; validation and testing (eval mode) see clean images.
+        """
+        corrupt = self.training if corrupt is None else corrupt
+        x_in = self.corrupt(x) if corrupt else x
+        code = self.code(self.features(x_in))
+        x_out = self.decoder(code.z)
+        return AutoencoderOutput(
+            x_out=x_out, z=code.z, mu=code.mu, logvar=code.logvar, recon=self.likelihood.nll(x_out, x), kl=code.kl,
+            likelihood=self.likelihood, x_in=x_in, extras=code.extras,
+        )
+
+    # ------------------------------------------------------------------ what a user asks of a trained model
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The deterministic code of ``x`` (μ of q(z|x), an AE's z, VQ-VAE's quantised vectors) and log σ² of
+        q(z|x) (None for a code without a posterior)."""
+        return self.code.locate(self.features(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's raw output for codes ``z`` (logits for Bernoulli); :meth:`mean` makes an image of it."""
+        return self.decoder(z)
+
+    def mean(self, output: torch.Tensor) -> torch.Tensor:
+        """The image of a raw decoder output: the likelihood's mean."""
+        return self.likelihood.mean(output)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """One feature vector per image, ``(B, d)``: the deterministic code, flattened (what representation and
+        disentanglement metrics score)."""
+        return self.encode(x)[0].flatten(1)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The image decoded from the deterministic code of ``x`` (no sampling)."""
+        return self.mean(self.decode(self.encode(x)[0]))
+
+    def sample(self, n: int, generator: torch.Generator | None = None, sampler: Any = None) -> torch.Tensor:
+        """``n`` images decoded from z ~ p(z), or from ``sampler`` (:mod:`vaelab.models.samplers`, e.g. a Gaussian
+        mixture fitted on the training codes) when given. A code without a prior needs a sampler."""
+        if sampler is None:
+            z = self.code.prior_sample(n, self.latent_dim, generator)
+        else:
+            z = sampler.sample(self, n, generator)
+        return self.mean(self.decode(z.to(self.device)))

@@ -1,0 +1,49 @@
+"""The pure model from a checkpoint: no Lightning, no Trainer, no composed Hydra config.
+
+A checkpoint of :class:`~vaelab.models.module.AutoencoderModule` holds the module's hyperparameters (the pure model's
+among them) and the state of ``model.…``; :func:`model_from_checkpoint` rebuilds the
+:class:`~vaelab.models.autoencoder.Autoencoder` from those alone (older checkpoints are upgraded on the way,
+:mod:`vaelab.models.legacy`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vaelab.models.autoencoder import Autoencoder
+from vaelab.models.legacy import upgrade_checkpoint
+
+#: the module's hyperparameters that are the pure model's (all of Autoencoder's arguments)
+MODEL_KEYS = tuple(inspect.signature(Autoencoder.__init__).parameters)[1:]
+
+
+def model_config(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The pure model's arguments among a module's hyperparameters (never compiled when loaded)."""
+    config = {k: hparams[k] for k in MODEL_KEYS if k in hparams}
+    config["compile"] = False
+    return config
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any], map_location: str | torch.device = "cpu") -> Autoencoder:
+    """The trained pure model of a checkpoint dict (as ``torch.load`` reads it), in eval mode on ``map_location``.
+
+    Raises KeyError for a dict without ``hyper_parameters`` or ``state_dict``, and what ``load_state_dict`` raises for
+    weights that do not fit the model the hyperparameters describe.
+    """
+    upgrade_checkpoint(checkpoint)
+    model = Autoencoder(**model_config(checkpoint["hyper_parameters"]))
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    return model.to(map_location).eval()
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
+    """The trained model of the checkpoint file ``path``: ``encode``, ``decode``, ``embed``, ``reconstruct`` and
+    ``sample`` (see :class:`~vaelab.models.autoencoder.Autoencoder`), in eval mode. Only tensors and plain values are
+    read from the file (``torch.load(weights_only=True)``)."""
+    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return model_from_checkpoint(checkpoint, map_location)

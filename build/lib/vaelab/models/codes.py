@@ -1,0 +1,120 @@
+"""What a code is: how the encoder's output becomes the z the decoder sees, and what the prior over z is.
+
+A family of autoencoders is a code, an objective and a default net: the VAE's code is a Gaussian posterior with a
+standard normal prior, the deterministic autoencoder's a point, VQ-VAE's a grid of codebook vectors
+(:mod:`vaelab.models.quantizer`). A code turns the encoder's features ``h`` into a :class:`CodeOutput`; the pure
+model (:class:`vaelab.models.autoencoder.Autoencoder`) decodes its ``z``.
+
+Config group ``model/code`` (one YAML per class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from vaelab.models.distributions import kl_to_standard_normal, reparameterize
+
+
+@dataclass
+class CodeOutput:
+    """A code's pass over a batch of encoder features.
+
+    ``z`` is what the decoder gets (a draw for a Gaussian posterior); ``mu`` the deterministic code (the posterior
+    mean, the point, the quantised vectors); ``logvar`` the posterior's log-variance or None; ``kl`` the per-image
+    KL(q(z|x) ‖ p(z)) in nats (zero for a code without a prior); ``extras`` batch terms the code computes on the way
+    (VQ-VAE's codebook and commitment losses, its perplexity), which objectives and the logs read.
+    """
+
+    z: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor | None
+    kl: torch.Tensor
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Code(nn.Module):
+    """Base class of the codes.
+
+    Attributes a subclass sets:
+        variational: q(z|x) is a density to draw from and evaluate (the ELBO's KL and the importance-weighted bound
+            are defined), as for the Gaussian posterior.
+        has_prior: the code has a prior p(z) to sample from (images can be generated without a fitted sampler).
+        has_kl: the pass gives a KL(q(z|x) ‖ p(z)), so an ELBO is defined and logged.
+    """
+
+    variational: bool = False
+    has_prior: bool = False
+    has_kl: bool = False
+
+    def encoder_features(self, latent_dim: int) -> int:
+        """How many features the encoder must give for a code of ``latent_dim`` dimensions."""
+        return latent_dim
+
+    def locate(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The deterministic code of features ``h`` and the posterior's log-variance (None where there is none)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def forward(self, h: torch.Tensor) -> CodeOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def prior_sample(self, n: int, latent_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` codes z ~ p(z) on the CPU (drawn there so a seeded generator gives the same z on any device)."""
+        raise ValueError(
+            f"a {type(self).__name__} has no prior to sample from: fit a sampler on the codes of the training images "
+            "instead (sampler=gmm, Ghosh et al. 2020)"
+        )
+
+
+class GaussianCode(Code):
+    """q(z|x) = N(μ, diag σ²) with p(z) = N(0, I): the VAE's code (Kingma & Welling 2014).
+
+    The encoder gives μ and log σ² (``2 · latent_dim`` features); z = μ + σ·ε with ε ~ N(0, I) (eq. 10), and the KL
+    is in closed form (app. B).
+    """
+
+    variational = True
+    has_prior = True
+    has_kl = True
+
+    def encoder_features(self, latent_dim: int) -> int:
+        return 2 * latent_dim
+
+    def locate(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = h.chunk(2, dim=1)
+        return mu, logvar
+
+    def forward(self, h: torch.Tensor) -> CodeOutput:
+        mu, logvar = self.locate(h)
+        return CodeOutput(z=reparameterize(mu, logvar), mu=mu, logvar=logvar, kl=kl_to_standard_normal(mu, logvar))
+
+    def prior_sample(self, n: int, latent_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, latent_dim, generator=generator, device="cpu")
+
+
+#: the squashing functions a point code may apply to the encoder's output
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh}
+
+
+class PointCode(Code):
+    """z = a(h): a deterministic code with no posterior and no prior (the autoencoder's).
+
+    ``activation`` squashes the code: ``sigmoid`` keeps every unit in (0, 1), as the sparse autoencoder's KL penalty
+    on mean activations needs (Ng 2011); None (default) leaves it linear.
+    """
+
+    def __init__(self, activation: str | None = None) -> None:
+        super().__init__()
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"model.code.activation = {activation!r} is invalid: it must be null or one of "
+                             f"{', '.join(ACTIVATIONS)}")
+        self.activation = activation
+
+    def locate(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return (h if self.activation is None else ACTIVATIONS[self.activation](h)), None
+
+    def forward(self, h: torch.Tensor) -> CodeOutput:
+        z, _ = self.locate(h)
+        return CodeOutput(z=z, mu=z, logvar=None, kl=z.new_zeros(z.shape[0]))

@@ -1,0 +1,221 @@
+"""The Lightning module: trains a pure model (:class:`~vaelab.models.autoencoder.Autoencoder`) on an objective.
+
+It holds what training needs and the model does not: the objective (:mod:`vaelab.models.objectives`, chosen by
+``model/objective``) and its β schedule, the exact epoch means of every term, the posterior means' statistics for
+active units, the optimiser and scheduler, and the checkpoint hooks. One ``model_step`` serves train, val and test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning import LightningModule
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from vaelab import rules
+from vaelab.metrics.active_units import ActiveUnits
+from vaelab.models.autoencoder import Autoencoder, plain
+from vaelab.models.epoch_sums import EpochSums
+from vaelab.models.legacy import code_of_objective, upgrade_checkpoint
+from vaelab.models.objectives.base import DataFacts
+from vaelab.models.output import AutoencoderOutput
+from vaelab.models.schedules import outlasting_message
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
+DEFAULT_OBJECTIVE = {"_target_": "vaelab.models.objectives.Elbo"}
+#: the epoch sums every objective logs, before its own terms
+BASE_TERMS = ("loss", "recon", "kl")
+
+
+class AutoencoderModule(LightningModule):
+    """An autoencoder trained with the objective of its configuration.
+
+    Args:
+        image_shape: (channels, height, width) of the data, filled in from the DataModule.
+        latent_dim, code, net, likelihood, likelihood_std, corruption, compile, channels_last: the pure model's
+            (:class:`~vaelab.models.autoencoder.Autoencoder`); ``code`` defaults to the one ``objective`` implies
+            (a point for the autoencoder's ``Reconstruction``, else a Gaussian posterior).
+        objective: a ``_target_`` config of an objective from :mod:`vaelab.models.objectives` (default: the ELBO);
+            it receives the β schedule.
+        beta: the target weight of the schedule (1 for the VAE, e.g. 4 for a β-VAE; γ for capacity control; the
+            weight of the total correlation for β-TC-VAE).
+        beta_schedule: a ``_target_`` config of a schedule from :mod:`vaelab.models.schedules`; it receives ``beta``.
+        optimizer: a ``_partial_`` optimizer config; the module passes the model's parameters.
+        scheduler: an optional ``_partial_`` LR scheduler config; the module passes the optimizer.
+        monitor, monitor_mode: the metric that is comparable across epochs whatever β does (``val/elbo``, max, for a
+            VAE; ``val/loss``, min, for an AE): checkpointing, plateau schedulers and sweeps watch it.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        latent_dim: int = 16,
+        objective: Mapping[str, Any] | None = None,
+        beta: float = 1.0,
+        beta_schedule: Mapping[str, Any] | None = None,
+        likelihood: str = "bernoulli",
+        likelihood_std: float = 0.1,
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        monitor: str = "val/elbo",
+        monitor_mode: str = "max",
+        compile: bool = False,
+        channels_last: bool = False,
+        code: Mapping[str, Any] | None = None,
+        corruption: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        image_shape = [int(s) for s in plain(image_shape)]
+        objective = plain(objective) or dict(DEFAULT_OBJECTIVE)
+        beta_schedule = plain(beta_schedule) or dict(DEFAULT_SCHEDULE)
+        code = plain(code) or code_of_objective(objective)
+        net, corruption = plain(net), plain(corruption)
+        optimizer = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
+        scheduler = plain(scheduler)
+        rules.check("model.beta", beta)
+        # Everything above is primitives now, so the checkpoint alone rebuilds the model (eval.py relies on it).
+        self.save_hyperparameters(logger=False)
+
+        self.model = Autoencoder(image_shape, latent_dim, code=code, net=net, likelihood=likelihood,
+                                 likelihood_std=likelihood_std, corruption=corruption,
+                                 channels_last=channels_last, compile=compile)
+        schedule = instantiate(beta_schedule, beta=float(beta))
+        # (a partial, so the schedule object is handed over as it is, not turned into a config by Hydra)
+        self.objective = instantiate(objective, _partial_=True)(schedule=schedule)
+        if self.objective.needs_posterior and not self.model.variational:
+            raise ValueError(f"the objective {type(self.objective).__name__} needs a Gaussian posterior q(z|x), but "
+                             f"model.code is a {type(self.model.code).__name__}: use model.code=gaussian")
+        #: the posterior means' statistics for the active units of val and test (a Gaussian code's only)
+        self.code_stats = nn.ModuleDict(
+            {stage: ActiveUnits(self.model.latent_dim) for stage in ("val", "test")} if self.model.variational else {}
+        )
+        self.sums = EpochSums(BASE_TERMS + self.objective.term_names)
+        self._checkpoint_step: int | None = None  # the step of weights loaded for testing (see schedule_step)
+
+    def schedule_step(self) -> int:
+        """The step the β schedule is read at: the trainer's, or, when testing (or validating) weights loaded from a
+        checkpoint, such as the best one after fitting, the step those weights were saved at, so ``test/beta`` and
+        ``test/loss`` are theirs."""
+        if self._trainer is None:
+            return 0
+        if self._checkpoint_step is not None and self.trainer.state.fn != TrainerFn.FITTING:
+            return self._checkpoint_step
+        return self.global_step
+
+    def weights(self) -> dict[str, float]:
+        """The objective's settings at the current step (β, a capacity C, …): what the loss weights now."""
+        return self.objective.weights(self.schedule_step())
+
+    def forward(self, x: torch.Tensor) -> AutoencoderOutput:
+        """The pure model's pass (no objective): what inference and the dashboards use."""
+        return self.model(x)
+
+    # ------------------------------------------------------------------ Lightning steps
+    def model_step(self, batch: Any, stage: str) -> AutoencoderOutput:
+        """The one step shared by train, val and test: the model's pass, the objective's loss, the running sums."""
+        x = batch[0]
+        out = self.model(x)
+        step = self.schedule_step()
+        value = self.objective(self.model, x, out, step)
+        out.loss, out.terms, out.weights = value.loss, value.terms, self.objective.weights(step)
+        self.sums.add(stage, out, x.shape[0])
+        if stage in self.code_stats:
+            self.code_stats[stage].update(out.mu)
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self.model_step(batch, "train").loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.model_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.model_step(batch, "test")
+
+    def _log_epoch(self, stage: str) -> None:
+        # Every rank takes part in the reduction, also one that saw no batch (an uneven val/test shard).
+        count, means = self.sums.reduce(stage, self.trainer.strategy, self.device)
+        active = None
+        if stage in self.code_stats:  # (a synchronising compute: every rank calls it)
+            active = int(self.code_stats[stage].compute()) if count > 0 else None
+            self.code_stats[stage].reset()
+        if count == 0:
+            return
+        metrics = {"loss": means["loss"], "recon": means["recon"]}
+        if self.model.code.has_kl:
+            metrics.update(kl=means["kl"], elbo=-(means["recon"] + means["kl"]))
+        metrics.update(self.objective.weights(self.schedule_step()))
+        metrics.update({name: means[name] for name in self.objective.term_names})
+        if active is not None:
+            metrics["active_units"] = active
+        # The sums are already reduced over processes, so every rank logs the same exact means; sync_dist only
+        # tells Lightning so (an all-reduce of equal values, once per epoch).
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in metrics.items()}, sync_dist=True)
+
+    def _start_epoch(self, stage: str) -> None:
+        self.sums.reset(stage)
+        if stage in self.code_stats:
+            self.code_stats[stage].reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._start_epoch("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_epoch("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_epoch("test")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    # ------------------------------------------------------------------ checkpoints and fitting
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_checkpoint(checkpoint)  # (Lightning loads the state_dict after this hook)
+        self._checkpoint_step = checkpoint.get("global_step")
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":  # the weights are now the fit's own; after a test they stay the loaded checkpoint's
+            self._checkpoint_step = None
+
+    def setup(self, stage: str) -> None:
+        """Hand the objective what it needs to know of the data (β-TC-VAE: the training set's size), from the
+        DataModule Lightning has just set up."""
+        if stage == "fit":
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.objective.bind(DataFacts(num_train_images=getattr(datamodule, "num_train_images", None)))
+
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+        # (counting the steps loads the train data; a fast_dev_run is not meant to train the schedule through)
+        timed = [s for s in self.objective.schedules() if s.length is not None]
+        if timed and not self.trainer.fast_dev_run:
+            for schedule in timed:
+                message = outlasting_message(schedule, self.trainer.estimated_stepping_batches)
+                if message:
+                    rank_zero_warn(message)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.model.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
+        }

@@ -1,0 +1,18 @@
+"""Training objectives: one class per file, chosen by the ``model/objective`` config group.
+
+Each takes the model's encoder/decoder pass over a batch and returns the loss and the terms to log
+(:class:`~vaelab.models.objectives.base.Objective`). A new objective is one class here and one YAML file in
+``conf/model/objective/``.
+"""
+
+from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
+from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
+from vaelab.models.objectives.capacity import Capacity
+from vaelab.models.objectives.contractive import Contractive
+from vaelab.models.objectives.elbo import Elbo
+from vaelab.models.objectives.iwae import IWAE
+from vaelab.models.objectives.reconstruction import Reconstruction
+from vaelab.models.objectives.sparse import Sparse
+
+__all__ = ["IWAE", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo", "Objective", "ObjectiveValue",
+           "Reconstruction", "Sparse", "tc_decomposition"]

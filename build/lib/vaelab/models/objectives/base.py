@@ -1,0 +1,70 @@
+"""What an objective is: it takes the pure model and its pass over a batch and returns the loss to minimise and the
+terms to log. The Lightning module computes the pass once; the objective decides what to do with it. Nothing but
+the Lightning module's training, validation and test steps runs an objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vaelab.models.output import AutoencoderOutput
+from vaelab.models.schedules import ConstantBeta
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What an objective may need to know of the training data, handed in when fitting starts."""
+
+    num_train_images: int | None = None
+
+
+@dataclass
+class ObjectiveValue:
+    """The loss of one batch and the extra terms the objective logs (each a batch mean in nats per image, logged as
+    ``<stage>/<name>``, its epoch mean exact over images)."""
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """Base class of the training objectives (one per file in this package, one YAML each in
+    ``conf/model/objective/``).
+
+    Attributes a subclass sets:
+        needs_posterior: whether it needs a Gaussian posterior q(z|x) (``model.code=gaussian``); False for the
+            objectives of deterministic codes.
+        term_names: the names of the extra terms its :class:`ObjectiveValue` carries, always the same ones.
+
+    ``schedule`` is the β schedule (:mod:`vaelab.models.schedules`), built by the model from ``model.beta`` and
+    ``model/beta_schedule``; an objective without a β ignores it. Objectives are ``nn.Module``s, so any state they
+    hold (buffers, parameters) is saved in the checkpoint with the model's.
+    """
+
+    needs_posterior: bool = True
+    term_names: tuple[str, ...] = ()
+
+    def __init__(self, schedule: ConstantBeta | None = None) -> None:
+        super().__init__()
+        self.schedule = schedule if schedule is not None else ConstantBeta()
+
+    def forward(self, model: Any, x: torch.Tensor, out: AutoencoderOutput, step: int) -> ObjectiveValue:
+        """The loss of a batch ``x`` given the pure model's pass ``out`` over it, at optimisation step ``step``.
+        ``model`` (:class:`~vaelab.models.autoencoder.Autoencoder`) is there for objectives that need more than the
+        pass (IWAE decodes K samples, the contractive AE differentiates the encoder)."""
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def weights(self, step: int) -> dict[str, float]:
+        """The scalar settings the loss used at ``step`` (β, a capacity C, …), logged each epoch."""
+        return {"beta": self.schedule(step)}
+
+    def schedules(self) -> list[Any]:
+        """Everything here with a length in steps that a run may be too short for (see ``outlasting_message``)."""
+        return [self.schedule]
+
+    def bind(self, data: DataFacts) -> None:
+        """Called when fitting starts with what is known of the training data, for an objective that needs it
+        (β-TC-VAE: its size)."""

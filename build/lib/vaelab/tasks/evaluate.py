@@ -1,0 +1,169 @@
+"""The evaluation task behind ``src/eval.py``: a checkpoint in, a table and ``metrics.json`` out."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vaelab.errors import ConfigError
+from vaelab.metrics.factors import disentanglement_metrics, has_factors
+from vaelab.metrics.likelihood import comparability_notes, evaluate
+from vaelab.models import Autoencoder
+from vaelab.models.checkpoint import model_from_checkpoint
+from vaelab.tasks.hydra_job import command_line_overrides
+from vaelab.tasks.record import recorded
+from vaelab.tasks.resume import read_checkpoint
+
+log = logging.getLogger(__name__)
+
+# Decode at most about this many output values at once in the importance-weighted bound (~64 MB in float32).
+IW_BUDGET = 2**24
+
+UNITS = {
+    "neg_elbo": "nats/image  (−ELBO = recon + KL)",
+    "recon": "nats/image  (−log p(x|z), one z per image)",
+    "kl": "nats/image  (KL(q(z|x) ‖ N(0, I)))",
+    "bits_per_dim": "bits/dim    (−ELBO)",
+    "neg_iw_bound": "nats/image  (−L_K, Burda et al. 2016: ≥ −log p(x))",
+    "iw_bits_per_dim": "bits/dim    (−L_K)",
+    "iw_k": "importance samples K",
+    "active_units": "latent units with Cov_x(E_q[z]) > 0.01",
+    "mse": "per-pixel mean squared error of the reconstruction",
+    # data with ground-truth factors only (data=shapes): vaelab.metrics.factors, all in [0, 1], higher is better
+    "mig": "mutual information gap of μ (Chen et al. 2018)",
+    "factor_vae": "FactorVAE score (Kim & Mnih 2018; over all factors)",
+    "sap": "SAP score of μ (Kumar et al. 2018)",
+    "dci_disentanglement": "DCI disentanglement of μ (Eastwood & Williams 2018)",
+    "dci_completeness": "DCI completeness of μ",
+    "dci_informativeness": "DCI informativeness (factor accuracy from μ)",
+    "num_images": "images",
+}
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
+    """The pure model (its hyperparameters and weights from the checkpoint, no objective) and the data set:
+    ``cfg.data`` if given, else the one the checkpoint was trained on."""
+    path = Path(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    if path is None or not path.is_file():
+        raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
+                          "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
+    checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
+    device = _device(cfg.device)
+    try:
+        model = model_from_checkpoint(checkpoint, map_location=device)
+    except Exception as err:  # a checkpoint of vaelab's model that this version cannot rebuild
+        first = (str(err).splitlines() or [""])[0][:300]
+        raise ConfigError(f"ckpt_path={path} is not a usable checkpoint: its model cannot be rebuilt from it "
+                          f"({type(err).__name__}: {first})") from None
+    data = data_config(cfg.get("data"), checkpoint.get("vaelab_data"), path, command_line_overrides(),
+                       local_data_dir=cfg.paths.get("data_dir"))
+    datamodule = instantiate(data)
+    if tuple(datamodule.image_shape) != tuple(model.image_shape):
+        raise ConfigError(
+            f"data has images of shape {tuple(datamodule.image_shape)} but the model was trained on "
+            f"{tuple(model.image_shape)}: choose matching data with data=<name>"
+        )
+    return model, datamodule, checkpoint
+
+
+def data_config(
+    chosen: DictConfig | None, stored: dict[str, Any] | None, path: Path, overrides: list[str],
+    local_data_dir: str | None = None,
+) -> DictConfig:
+    """The data to evaluate on: the checkpoint's own (``stored``), unless ``data=<name>`` chose another data set.
+
+    Choosing the same data set again (e.g. ``data=mnist data.batch_size=500``) changes only the ``data.…`` keys in
+    ``overrides`` (the command line's), and keys given without a group (``+data.data_dir=/here``) change just
+    those: the split, binarisation and seeds the model was trained and scored with stay the checkpoint's rather
+    than silently becoming a group's defaults, and a log line names each kept value that differs from the group's.
+    A stored ``data_dir`` that does not exist here (a checkpoint from another machine) gives way to the chosen
+    group's, or to ``local_data_dir``.
+    """
+    if chosen and "_target_" in chosen:
+        if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
+            return chosen
+    if stored is None:
+        raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
+    merged = OmegaConf.create(stored)
+    if chosen and "_target_" not in chosen:  # only keys, no group: every one of them was given
+        given = {str(k) for k in chosen}
+        merged = OmegaConf.merge(merged, chosen)
+    else:
+        given = set()
+        for override in overrides:
+            key = override.lstrip("+").split("=", 1)[0]
+            if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
+                given.add(key.removeprefix("data."))
+                OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
+    local = chosen.get("data_dir") if chosen else None
+    local = local or local_data_dir
+    if "data_dir" not in given and local is not None and not Path(str(merged.get("data_dir", "."))).exists():
+        log.info("%s was trained on data in %s, which is not here: using %s", path, merged.data_dir, local)
+        merged.data_dir = local
+        given.add("data_dir")
+    if chosen and "_target_" in chosen:
+        kept = [f"{k}={merged[k]!r} (the data group has {chosen[k]!r})"
+                for k in chosen if k not in given and k != "_target_" and k in merged and merged[k] != chosen[k]]
+        if kept:
+            log.warning("Evaluating with the checkpoint's data settings: %s. Give data.<key>=… to change one.",
+                        ", ".join(kept))
+    return merged
+
+
+def format_table(metrics: dict[str, Any], title: str) -> str:
+    lines = [title, "-" * len(title)]
+    for key, unit in UNITS.items():
+        value = metrics.get(key)
+        if value is None:
+            continue
+        shown = f"{value:12.4f}" if isinstance(value, float) else f"{value:12d}"
+        lines.append(f"{key:<20}{shown}  {unit}")
+    return "\n".join(lines)
+
+
+def run_evaluation(cfg: DictConfig) -> float | None:
+    """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; print a table; write ``metrics.json``; return the −ELBO."""
+    record: dict[str, Any] = {"status": "running", "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
+    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
+        if cfg.split not in ("train", "val", "test"):
+            raise ConfigError(f"split = {cfg.split!r} is invalid: it must be one of train, val, test")
+        model, datamodule, checkpoint = load(cfg)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        batches = datamodule.evaluation_batches(cfg.split)
+        notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+                                    datamodule.binary_images)
+        per_sample = datamodule.eval_batch_size * math.prod(model.image_shape)
+        chunk = cfg.get("iw_chunk_size") or max(1, IW_BUDGET // per_sample)
+        metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
+        if has_factors(datamodule):  # the same scores as callbacks.disentanglement logs while training
+            options = cfg.get("disentanglement")
+            options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+            metrics.update(disentanglement_metrics(model, datamodule, cfg.split, **options))
+        record.update(
+            data=type(datamodule).__name__,
+            global_step=checkpoint.get("global_step"),
+            notes=notes,
+            epoch=checkpoint.get("epoch"),
+            **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
+            status="completed",
+        )
+        print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
+        for note in notes:
+            print(f"Note: {note}")
+    return metrics["neg_elbo"]

@@ -1,0 +1,159 @@
+"""Resuming a run from a checkpoint: where its checkpoints and TensorBoard events go on, and whether a checkpoint
+file is one vaelab can use at all."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vaelab.errors import ConfigError
+from vaelab.models.legacy import upgrade_state_dict
+from vaelab.tasks.hydra_job import in_multirun
+
+log = logging.getLogger(__name__)
+
+
+def continues_its_run(ckpt: Path) -> bool:
+    """Whether ``ckpt`` is the ``last.ckpt`` of a run's ``checkpoints/`` folder, written by a ModelCheckpoint
+    that saved into that very folder: the one case where resuming should go on writing there."""
+    if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
+        return False
+    try:
+        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+    except Exception:  # not one of vaelab's checkpoints: Lightning reports it when it loads it
+        return False
+    dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
+    return any(d is not None and Path(d).resolve() == ckpt.parent for d in dirpaths)
+
+
+def continue_in_checkpoint_run(cfg: DictConfig) -> dict[str, str]:
+    """Resuming a run from its ``last.ckpt``: write checkpoints, and TensorBoard events, on where that run did.
+
+    Hydra gives the resumed run a folder of its own (its config, log and ``metrics.json``), but Lightning restores
+    the best score so far and the best checkpoints only when the checkpoint folder stays the same, and a
+    TensorBoard curve continues only in its own folder. This is done only for a single run resuming a run's
+    ``last.ckpt`` (see :func:`continues_its_run`), and only for what is configured in its default place
+    (``<run>/checkpoints``, TensorBoard events in ``<run>``); a sweep over a checkpoint, or a start from any other
+    checkpoint, writes into its own folder and leaves the old run as it was. Returns what was redirected.
+    """
+    ckpt = Path(str(cfg.ckpt_path)).resolve()
+    if in_multirun() or not continues_its_run(ckpt):
+        log.info("Starting from %s: this run writes its checkpoints into its own folder (the best score from "
+                 "before is not carried over)", ckpt)
+        return {}
+    own = Path(str(cfg.paths.output_dir))
+    moved = {}
+    with open_dict(cfg):
+        checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
+        if checkpoint is not None and Path(str(checkpoint.get("dirpath"))) == own / "checkpoints":
+            checkpoint.dirpath = moved["checkpoints_dir"] = str(ckpt.parent)
+        tensorboard = (cfg.get("logger") or {}).get("tensorboard")
+        if tensorboard is not None and Path(str(tensorboard.get("save_dir"))) in (own, own / "tensorboard"):
+            old_run = ckpt.parent.parent
+            # events straight in the run folder; a run from before that kept them in <run>/tensorboard
+            old_events = old_run / "tensorboard" if (old_run / "tensorboard").is_dir() else old_run
+            tensorboard.save_dir = moved["tensorboard_dir"] = str(old_events)
+    for what, where in moved.items():
+        log.info("Resuming %s: %s go on in %s", ckpt, what.removesuffix("_dir"), where)
+    return moved
+
+
+
+
+# ---------------------------------------------------------------------------------------------- checking a checkpoint
+#: what every checkpoint Lightning writes for vaelab holds
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step")
+#: what resuming needs on top (a checkpoint saved with ``save_weights_only`` lacks them)
+TRAINING_STATE_KEYS = ("optimizer_states", "loops")
+#: the model's own hyperparameters (``AutoencoderModule.__init__``), any one of which marks vaelab's checkpoints
+MODEL_FIELDS = ("image_shape", "latent_dim", "objective", "net", "likelihood")
+
+
+def _unusable(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"ckpt_path={path} is not a usable checkpoint: {why}")
+
+
+def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
+    """Load ``path`` safely (``weights_only``: tensors and plain values only) and check it is a checkpoint of
+    vaelab's model, with its training state when ``resume``; raise one :class:`ConfigError` naming the file and
+    what is wrong with it otherwise (empty, not a PyTorch file, foreign, weights only, NaN weights)."""
+    path = Path(path)
+    if not path.is_file():
+        raise _unusable(path, "there is no such file (it must be a checkpoint file, e.g. "
+                              "logs/train/runs/<run>/checkpoints/last.ckpt)")
+    if path.stat().st_size == 0:
+        raise _unusable(path, "the file is empty (0 bytes), as a run killed while saving it leaves it. Use another "
+                              "checkpoint of that run, e.g. its checkpoints/epoch_….ckpt")
+    if not zipfile.is_zipfile(path):
+        raise _unusable(path, "it is not a PyTorch checkpoint file (torch.save and Lightning write zip archives; "
+                              "this file is not one: it is truncated, or another kind of file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" in str(err).lower():
+            raise _unusable(path, "it holds Python objects other than tensors and plain values, so it is not a "
+                                  "checkpoint Lightning wrote for vaelab (it is not loaded: unpickling such a file "
+                                  "can run arbitrary code)") from None
+        raise _unusable(path, f"it cannot be read ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # a damaged archive: torch reports it in many ways
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise _unusable(path, f"it cannot be read ({type(err).__name__}: {first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        found = ", ".join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise _unusable(path, f"it is a PyTorch file but not a Lightning checkpoint (it holds {found or 'nothing'}; "
+                              f"a vaelab checkpoint has {', '.join(CHECKPOINT_KEYS)}, …)")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not all(key in hparams for key in ("image_shape", "latent_dim")):
+        raise _unusable(path, "it is a Lightning checkpoint, but not of vaelab's model (its hyper_parameters have "
+                              f"no {' / '.join(MODEL_FIELDS[:2])}: a model saved by another program)")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise _unusable(path, f"it has no {', '.join(missing)}")
+    if resume:
+        missing = [key for key in TRAINING_STATE_KEYS if key not in checkpoint]
+        if missing:
+            raise _unusable(path, f"it holds the weights only (no {', '.join(missing)}: saved with "
+                                  "save_weights_only), so training cannot resume from it. Evaluate it with "
+                                  "src/eval.py, or train afresh without ckpt_path")
+    bad = [name for name, value in checkpoint["state_dict"].items()
+           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise _unusable(path, f"its weights are not finite (NaN or inf in {', '.join(bad[:3])}"
+                              f"{', …' if len(bad) > 3 else ''}): it was saved after its run diverged. Use an "
+                              "earlier checkpoint of that run (checkpoints/epoch_….ckpt)")
+    return checkpoint
+
+
+def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
+    """Refuse to resume ``checkpoint`` into a ``model`` of another shape (another latent size, net or data), naming
+    the settings that differ, instead of Lightning's long list of mismatched tensors."""
+    own, theirs = model.state_dict(), upgrade_state_dict(dict(checkpoint["state_dict"]))
+    differing = sorted(own.keys() ^ theirs.keys())
+    differing += [k for k in own.keys() & theirs.keys()
+                  if hasattr(theirs[k], "shape") and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    if not differing:
+        return
+    ours, stored = dict(getattr(model, "hparams", {})), checkpoint.get("hyper_parameters", {})
+    settings = [f"{'model.' if key != 'image_shape' else ''}{key}={stored[key]!r} (here {ours[key]!r})"
+                for key in ("image_shape", "latent_dim", "net", "objective", "likelihood")
+                if key in ours and key in stored and _plain(ours[key]) != _plain(stored[key])]
+    said = ("It was trained with " + ", ".join(settings) + ": give the same settings"
+            + (" and data (image_shape is the data's)" if any(s.startswith("image_shape") for s in settings) else "")
+            if settings else "Give the model settings it was trained with")
+    raise ConfigError(
+        f"ckpt_path={path} does not fit the model of this config: {len(differing)} weights differ in name or shape "
+        f"({', '.join(differing[:3])}{', …' if len(differing) > 3 else ''}). {said} to resume it."
+    )
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
