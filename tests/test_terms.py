@@ -214,3 +214,18 @@ def test_deterministic_autoencoder_has_no_kl():
     assert torch.equal(out_a.z, out_a.mu) and out_a.mu.shape == (5, 3)
     assert out_a.loss.item() == out_a.recon.mean().item()
     assert torch.equal(out_a.loss, out_b.loss)  # β plays no part
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_likelihood_of_several_codes_per_image_equals_that_of_the_repeated_images(likelihood):
+    """nll_samples broadcasts x over the n codes of each image (the importance-weighted bound's K decodes) instead of
+    repeating it; the values must be those of nll on the repeated images, for grey levels as for binary pixels."""
+    from vaelab.models.likelihoods import make_likelihood
+
+    g = torch.Generator().manual_seed(3)
+    model = make_likelihood(likelihood, 0.3)
+    x = torch.rand(4, 1, 5, 5, generator=g, dtype=torch.float64)
+    x[:2] = x[:2].round()
+    output = 6 * torch.randn(7, 4, 1, 5, 5, generator=g, dtype=torch.float64)
+    expected = model.nll(output.flatten(0, 1), x.repeat(7, 1, 1, 1)).reshape(7, 4)
+    torch.testing.assert_close(model.nll_samples(output, x), expected, rtol=1e-12, atol=1e-10)

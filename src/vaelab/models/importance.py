@@ -32,8 +32,7 @@ def log_importance_weights(
     eps = torch.randn((n, batch, latent_dim), generator=generator, dtype=dtype, device=mu.device)
     z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, D)
     output = model.decode(z.reshape(n * batch, latent_dim))
-    x_rep = x.unsqueeze(0).expand(n, *x.shape).reshape(n * batch, *x.shape[1:])
-    log_px_z = -model.likelihood.nll(output, x_rep).reshape(n, batch)
+    log_px_z = -model.likelihood.nll_samples(output.reshape(n, batch, *output.shape[1:]), x)
     log_qz = standard_normal_log_prob(eps) - 0.5 * logvar.sum(dim=-1)
     return log_px_z.to(dtype) + standard_normal_log_prob(z) - log_qz
 

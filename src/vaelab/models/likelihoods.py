@@ -14,6 +14,18 @@ from vaelab.models.distributions import LOG_2PI
 from vaelab.rules import LIKELIHOODS
 
 
+def bernoulli_nll_broadcast(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The Bernoulli reconstruction error of ``x`` ``(B, …)`` under each of several decoder outputs ``(n, B, …)``:
+    shape ``(n, B)``, without repeating ``x`` n times.
+
+    J = Σᵢ [softplus(lᵢ) − xᵢ lᵢ], the same value as :func:`bernoulli_nll` (x log σ(l) + (1 − x) log(1 − σ(l)) =
+    x l − softplus(l) for any x in [0, 1]), in two passes over the logits: what the importance-weighted bound's K
+    decodes per image cost besides their matrix products.
+    """
+    dims = tuple(range(2, logits.dim()))
+    return F.softplus(logits).sum(dim=dims) - (logits * x.unsqueeze(0)).sum(dim=dims)
+
+
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Bernoulli reconstruction error J = −Σᵢ [xᵢ log yᵢ + (1 − xᵢ) log(1 − yᵢ)] with y = sigmoid(logits).
 
@@ -41,6 +53,12 @@ class Likelihood:
     def nll(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def nll_samples(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """−log p(x | z_k) of images ``x`` ``(B, …)`` for decoder outputs of n codes per image ``(n, B, …)``: shape
+        ``(n, B)`` (x is broadcast, not copied)."""
+        n, batch = output.shape[:2]
+        return self.nll(output.flatten(0, 1), x.unsqueeze(0).expand(n, *x.shape).flatten(0, 1)).reshape(n, batch)
+
     def mean(self, output: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -52,6 +70,9 @@ class BernoulliLikelihood(Likelihood):
 
     def nll(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return bernoulli_nll(output, x)
+
+    def nll_samples(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return bernoulli_nll_broadcast(output, x)
 
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output)
