@@ -28,6 +28,10 @@ from vaelab.errors import VaelabError
 from vaelab.models.epoch_sums import non_finite_terms  # noqa: F401  (part of this module's interface)
 
 
+#: how often the loss is looked at on a GPU by default (a host-device sync each time)
+GPU_CHECK_EVERY = 50
+
+
 class DivergedError(VaelabError, FloatingPointError):
     """Training produced a non-finite loss or weights; the message says where and what to try."""
 
@@ -80,14 +84,17 @@ class DivergenceStop(Callback):
     Args:
         check_every_n_steps: check the loss every this many training steps (1: every step, which names the exact
             step; a larger value saves a host-device sync on fast GPU steps and reports the steps in between, since
-            a non-finite step leaves the epoch's running sums non-finite).
+            a non-finite step leaves the epoch's running sums non-finite). None (default): every step on a CPU,
+            where the check costs nothing, and every :data:`GPU_CHECK_EVERY` steps on a GPU, where a sync a step
+            would stall its queue of kernels.
     """
 
-    def __init__(self, check_every_n_steps: int = 1) -> None:
+    def __init__(self, check_every_n_steps: int | None = None) -> None:
         super().__init__()
-        if check_every_n_steps < 1:
-            raise ValueError("check_every_n_steps must be >= 1")
-        self.check_every_n_steps = check_every_n_steps
+        if check_every_n_steps is not None and check_every_n_steps < 1:
+            raise ValueError("callbacks.divergence.check_every_n_steps must be >= 1 (or null)")
+        self.requested = check_every_n_steps
+        self.check_every_n_steps = check_every_n_steps or 1
         self._last_checked_step = -1
         self._flag: torch.Tensor | None = None
 
@@ -112,6 +119,8 @@ class DivergenceStop(Callback):
 
     # -------------------------------------------------------------- the checks
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.requested is None:
+            self.check_every_n_steps = GPU_CHECK_EVERY if pl_module.device.type == "cuda" else 1
         # (after a checkpoint was restored: a resumed run must not start from a diverged run's weights)
         self._last_checked_step = trainer.global_step - 1
         self._flag = None
