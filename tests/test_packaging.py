@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -23,8 +24,14 @@ def installed(tmp_path_factory) -> Path:
     """A scratch virtual environment with the vaelab wheel installed in it (its dependencies: the test
     environment's, offline)."""
     base = tmp_path_factory.mktemp("packaging")
+    # built from a copy of what the wheel is made of, so setuptools' build/ folder is not left in the clone
+    source = base / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     wheels = base / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(wheels)], check=True, capture_output=True, text=True, timeout=300)
     (wheel,) = wheels.glob("vaelab-*.whl")
     venv = base / "venv"

@@ -1,1 +1,0 @@
-"""The Hydra configs shipped with vaelab (config groups: model, data, trainer, callbacks, logger, ...)."""
