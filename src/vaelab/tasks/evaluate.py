@@ -19,6 +19,7 @@ from vaelab.models import AutoencoderModule
 from vaelab.tasks.hydra_job import command_line_overrides
 from vaelab.tasks.record import recorded
 from vaelab.tasks.resume import read_checkpoint
+from vaelab.trust import check_targets, config_targets
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ def load(cfg: DictConfig) -> tuple[AutoencoderModule, Any, dict[str, Any]]:
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
                           "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
     checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
+    # what the file names as code: only vaelab's classes, torch's optimisers and what this config names may be built
+    allowed = config_targets(cfg)
+    check_targets(checkpoint["hyper_parameters"], f"ckpt_path={path} (its model settings, hyper_parameters)", allowed)
+    check_targets(checkpoint.get("vaelab_data"), f"ckpt_path={path} (its data settings, vaelab_data)", allowed)
     device = _device(cfg.device)
     try:
         model = AutoencoderModule.load_from_checkpoint(path, map_location=device)
