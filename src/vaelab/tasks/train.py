@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -20,6 +22,7 @@ from vaelab.callbacks.divergence import DivergedError, DivergenceStop, advice
 from vaelab.errors import ConfigError
 from vaelab.metrics.likelihood import comparability_notes
 from vaelab.rules import validate_config
+from vaelab.tasks.checkpoint_io import AtomicCheckpointIO
 from vaelab.tasks.cluster import resume_after_requeue
 from vaelab.tasks.hydra_job import command_line_overrides, in_multirun
 from vaelab.tasks.record import EpochRecord, recorded, scalar_metrics
@@ -53,6 +56,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         extra["enable_checkpointing"] = False  # no checkpoint configured (callbacks=none): not Lightning's default
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # (Lightning's default, not one configured)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return datamodule, model, trainer
@@ -155,9 +160,23 @@ def check_finite(record: dict[str, Any], model: L.LightningModule, trainer: L.Tr
 
 def watch(trainer: L.Trainer, path: Path, record: dict[str, Any]) -> None:
     """The callbacks every training run gets from the task: the divergence check first (before any drawing), and
-    the per-epoch ``metrics.json`` (see :class:`EpochRecord`)."""
+    the per-epoch ``metrics.json`` (see :class:`EpochRecord`) just before the checkpoint callbacks, so that its
+    rewrite at the start of each epoch comes before they delete the checkpoints it named until then."""
     trainer.callbacks.sort(key=lambda c: not isinstance(c, DivergenceStop))  # (stable: the rest keep their order)
-    trainer.callbacks.append(EpochRecord(path, record, fit_record))
+    first_checkpoint = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
+                            len(trainer.callbacks))
+    trainer.callbacks.insert(first_checkpoint, EpochRecord(path, record, fit_record))
+
+
+def last_checkpoint_said(last: str | None) -> str:
+    """What to resume a stopped run from: ``last`` and the epoch it ends, read from the file itself."""
+    if not last or not Path(last).is_file():
+        return " No checkpoint was saved yet: there is nothing to resume from."
+    try:
+        epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # (unreadable: say the path only)
+        return f" Resume with ckpt_path={last}"
+    return f" Resume with ckpt_path={last} (saved at the end of epoch {epoch}: the run goes on from epoch {epoch + 1})"
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -215,9 +234,8 @@ def train(cfg: DictConfig) -> float | None:
                 record.update(status="diverged", error=str(err))
             elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
                 record.update(status="terminated", error=f"terminated by SIGTERM in {where}")
-                last = record.get("last_ckpt")
                 log.error("Terminated by SIGTERM in %s.%s", where,
-                          f" Resume with ckpt_path={last}" if last and stage == "fit" else "")
+                          last_checkpoint_said(record.get("last_ckpt")) if stage == "fit" else "")
                 raise SystemExit(128 + signal.SIGTERM) from err
             elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
                 record.update(status="interrupted", error=f"interrupted in {where}")
