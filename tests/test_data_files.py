@@ -378,6 +378,20 @@ def test_a_read_only_data_folder_without_a_cache_is_a_warning_and_the_data_in_me
     assert len(list(elsewhere.glob("mnist-*.pt"))) == 2 and not (tmp_path / "vaelab_cache").exists()
 
 
+def test_a_data_dir_that_is_a_file_is_one_message(tmp_path):
+    from conftest import compose_train
+
+    from vaelab.tasks.train import train
+
+    afile = tmp_path / "digits.csv"
+    afile.write_text("not a folder")
+    with pytest.raises(VaelabError) as caught:
+        train(compose_train(tmp_path, ["logger=none", "callbacks=minimal", f"data.data_dir={afile}"]))
+    assert str(caught.value) == (
+        f"data.data_dir={afile} is a file, not a folder: give the folder that holds the data set's files (and its "
+        f"decoded cache, in <data_dir>/vaelab_cache), e.g. data.data_dir={tmp_path}")
+
+
 class _FakeTrainer:
     """What the DataModule reads of a trainer to shard its splits."""
 
