@@ -309,3 +309,110 @@ def test_a_torn_cache_is_rebuilt(tmp_path, caplog, spoil):
         third.setup()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert torch.equal(third.splits["test"][0], first.splits["test"][0])
+
+
+def _garble_pixels(path) -> None:
+    """Overwrite bytes in the middle of the images' storage inside the cache's zip archive, leaving the archive's
+    structure as it was (a bad sector, a flipped bit in a copy): the file still opens."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)  # the images' bytes
+    with open(path, "r+b") as stream:
+        stream.seek(entry.header_offset + 26)
+        name_length, extra_length = struct.unpack("<HH", stream.read(4))
+        start = entry.header_offset + 30 + name_length + extra_length
+        stream.seek(start + entry.file_size // 2)
+        stream.write(bytes(range(200, 256)) * 4)
+
+
+def test_a_damaged_cache_that_still_opens_is_rebuilt(tmp_path, caplog):
+    write_mnist_like(tmp_path, "MNIST", n_train=30, n_test=10)
+    first = MNISTDataModule(data_dir=tmp_path, download=False)
+    first.setup()
+    caches = _cache_files(tmp_path)
+    for path in caches:
+        before = torch.load(path, weights_only=True)["images"]
+        _garble_pixels(path)
+        garbled = torch.load(path, weights_only=True)["images"]  # it opens, and it holds other pixels
+        assert garbled.shape == before.shape and not torch.equal(garbled, before)
+    second = MNISTDataModule(data_dir=tmp_path, download=False)
+    with caplog.at_level(logging.WARNING, logger="vaelab.data.base"):
+        second.setup()
+    for split in ("train", "val", "test"):  # the images are the sources', not the damaged cache's
+        assert torch.equal(first.splits[split][0], second.splits[split][0])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for path in caches:
+        assert any(str(path) in w and "do not match the checksum" in w and "rebuilding it" in w
+                   for w in warnings), warnings
+    caplog.clear()  # the cache is whole again: read without a warning
+    with caplog.at_level(logging.WARNING, logger="vaelab.data.base"):
+        MNISTDataModule(data_dir=tmp_path, download=False).setup()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_read_only_data_folder_without_a_cache_is_a_warning_and_the_data_in_memory(tmp_path, caplog,
+                                                                                       monkeypatch):
+    write_mnist_like(tmp_path, "MNIST", n_train=30, n_test=10)
+    real_mkdir = type(tmp_path).mkdir
+
+    def read_only(self, *args, **kwargs):  # (the tests run as root, for whom chmod would not stop a write)
+        if self.name == "vaelab_cache":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "mkdir", read_only)
+    dm = MNISTDataModule(data_dir=tmp_path, download=False)
+    with caplog.at_level(logging.WARNING, logger="vaelab.data.base"):
+        dm.setup()
+    assert len(dm.splits["train"][0]) == 27 and len(dm.splits["test"][0]) == 10
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"cannot write the decoded cache {tmp_path / 'vaelab_cache'}/mnist-train-" in warning
+    assert "Permission denied" in warning and "kept in memory for this run" in warning
+    assert "data.cache_dir=<folder>" in warning and "data.cache=false" in warning
+    assert not (tmp_path / "vaelab_cache").exists()
+    monkeypatch.undo()
+    # a cache folder of one's own: the cache goes there, and is read from there
+    elsewhere = tmp_path / "my_cache"
+    MNISTDataModule(data_dir=tmp_path, download=False, cache_dir=elsewhere).setup()
+    assert len(list(elsewhere.glob("mnist-*.pt"))) == 2 and not (tmp_path / "vaelab_cache").exists()
+
+
+def test_a_data_dir_that_is_a_file_is_one_message(tmp_path):
+    from conftest import compose_train
+
+    from vaelab.tasks.train import train
+
+    afile = tmp_path / "digits.csv"
+    afile.write_text("not a folder")
+    with pytest.raises(VaelabError) as caught:
+        train(compose_train(tmp_path, ["logger=none", "callbacks=minimal", f"data.data_dir={afile}"]))
+    assert str(caught.value) == (
+        f"data.data_dir={afile} is a file, not a folder: give the folder that holds the data set's files (and its "
+        f"decoded cache, in <data_dir>/vaelab_cache), e.g. data.data_dir={tmp_path}")
+
+
+class _FakeTrainer:
+    """What the DataModule reads of a trainer to shard its splits."""
+
+    def __init__(self, world_size: int, rank: int = 0) -> None:
+        self.world_size, self.global_rank, self.overfit_batches, self.current_epoch = world_size, rank, 0, 0
+
+
+def test_a_validation_split_smaller_than_the_processes_is_refused_under_ddp(tmp_path, monkeypatch):
+    from vaelab.data import DigitsDataModule
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # (the run's seed, as seed_everything sets it on every rank)
+    dm = DigitsDataModule(data_dir=tmp_path, val_fraction=0.002)  # 1,437 training images: 3 held out
+    dm.setup()
+    assert len(dm.splits["val"][0]) == 3
+    dm.trainer = _FakeTrainer(world_size=4)
+    with pytest.raises(VaelabError) as caught:
+        dm.val_dataloader()
+    assert str(caught.value) == (
+        "digits: the val split has 3 images for 4 processes: under DDP every process needs at least one. Give it "
+        "more images (data.val_fraction), or run on at most 3 devices (trainer.devices)")
+    dm.trainer = _FakeTrainer(world_size=3, rank=2)  # one image each: fine
+    assert len(list(dm.val_dataloader())) == 1
+    dm.trainer = _FakeTrainer(world_size=4)
+    assert len(list(dm.train_dataloader())) > 0  # (training shards are padded: every process gets batches)

@@ -192,6 +192,20 @@ def test_optuna_search_records_diverged_trials_and_goes_on(tmp_path):
     assert (result.stdout + result.stderr).count("Failed experiment: Training diverged") == 2  # Optuna: failed
 
 
+def test_an_optuna_search_in_which_every_trial_fails_ends_with_one_message(tmp_path):
+    sweep = tmp_path / "optuna"
+    result = run_cli(["hparams_search=optuna", "hydra.sweeper.n_trials=2", "model.optimizer.lr=choice(1000,2000)",
+                      "model.latent_dim=4", "data.batch_size=64", "trainer.max_epochs=1", "callbacks=minimal",
+                      "logger=none", *QUICK, f"hydra.sweep.dir={sweep}"], tmp_path, timeout=600)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "No trials are completed yet" not in result.stderr
+    message = next(line for line in result.stderr.splitlines() if line.startswith("The Optuna search"))
+    assert message.startswith("The Optuna search ended without a result: none of its 2 trials completed (2 diverged). "
+                              "The first one: Training diverged at step ")
+    assert f"Each trial's metrics.json in {sweep} says why" in message
+    assert not (sweep / "optimization_results.yaml").exists()
+
+
 # --------------------------------------------------------------------------------------- 3, 4. SIGTERM, SIGKILL
 def start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     run = tmp_path / "run"

@@ -199,3 +199,73 @@ def test_loose_images_beside_class_folders(tmp_path):
 def test_invalid_settings(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         ImageFolderDataModule(data_dir=tmp_path, **{"folder": tmp_path, **kwargs})
+
+
+# ------------------------------------------------------------------------------ more than 8 bits, other modes (17)
+def _png16(path, array: np.ndarray) -> None:
+    """A 16-bit PNG of ``array`` (uint16, (H, W) grey or (H, W, C): C = 2 grey + alpha, 3 RGB, 4 RGBA), written by
+    hand: Pillow writes 16-bit grey only."""
+    import struct
+    import zlib
+
+    a = np.asarray(array, dtype=">u2")
+    channels = 1 if a.ndim == 2 else a.shape[2]
+    raw = b"".join(b"\x00" + row.tobytes() for row in a)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", a.shape[1], a.shape[0], 16, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_and_other_modes_are_scaled_not_clipped(tmp_path):
+    ramp16 = (np.arange(64, dtype=np.uint32).reshape(8, 8) * 1040).astype(np.uint16)  # 0 … 65520
+    scaled = np.rint(ramp16 / 257).astype(np.uint8)  # what 0 … 65535 → 0 … 255 gives
+    assert scaled.max() == 255 and len(np.unique(scaled)) == 64
+    folder = tmp_path / "imgs"
+    Image.fromarray(ramp16).save(folder.mkdir() or folder / "grey16.png")  # Pillow's own 16-bit grey PNG: I;16
+    assert Image.open(folder / "grey16.png").mode == "I;16"
+    _png16(folder / "rgb16.png", np.stack([ramp16] * 3, axis=-1))
+    _png16(folder / "la16.png", np.stack([ramp16, np.full_like(ramp16, 65535)], axis=-1))
+    _png16(folder / "rgba16.png", np.stack([ramp16] * 3 + [np.full_like(ramp16, 65535)], axis=-1))
+    Image.fromarray(ramp16.astype(np.int32)).save(folder / "int32.tif")  # mode I
+    Image.fromarray((ramp16 / 65535).astype(np.float32)).save(folder / "float.tif")  # mode F, in [0, 1]
+    palette = Image.fromarray(scaled).convert("P")  # a palette image (its 64 greys, exactly)
+    palette.save(folder / "palette.png")
+    assert {Image.open(folder / f).mode for f in ("int32.tif", "float.tif", "palette.png")} == {"I", "F", "P"}
+    dm = _module(tmp_path, folder, test_fraction=0.0)
+    for path in sorted(folder.iterdir()):
+        decoded = dm._decode(path)[0]
+        assert np.abs(decoded.astype(int) - scaled).max() <= 1, path.name  # (float rounding: at most one level)
+        assert decoded.max() >= 254, path.name
+    rgb = _module(tmp_path, folder, test_fraction=0.0, mode="rgb")._decode(folder / "grey16.png")
+    assert rgb.shape == (3, 8, 8) and (rgb == scaled).all()
+
+
+def test_values_outside_the_scaled_range_are_an_error_naming_the_file(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 2.5, dtype=np.float32)).save(folder / "hdr.tif")
+    with pytest.raises(DataFileError, match=r"hdr\.tif holds floating-point values from 2.5 to 2.5; .* \[0, 1\]"):
+        _module(tmp_path, folder, test_fraction=0.0)._decode(folder / "hdr.tif")
+
+
+@pytest.mark.parametrize("count, settings, said", [
+    (1, {}, "1 image files in {folder}: data.test_fraction=0.5 holds out 1 for testing, leaving 0 training images, of "
+            "which data.val_fraction=0.0 holds out 0 for validation, leaving 0 to train on"),
+    (3, {"val_fraction": 0.1}, "3 image files in {folder}: data.test_fraction=0.25 holds out 1 for testing, leaving 2 "
+                               "training images, of which data.val_fraction=0.1 holds out 0 for validation, leaving 2"),
+])
+def test_a_folder_too_small_for_its_splits_is_one_message(tmp_path, count, settings, said):
+    for i in range(count):
+        _write(tmp_path / "imgs" / f"{i}.png", _grey(i))
+    dm = _module(tmp_path, tmp_path / "imgs", test_fraction=0.5 if count == 1 else 0.25, **settings)
+    with pytest.raises(ConfigError) as caught:
+        dm.setup()
+    message = str(caught.value)
+    assert message.startswith("image_folder: too few images for its splits: ")
+    assert said.format(folder=tmp_path / "imgs") in message
+    assert "data.test_fraction or data.val_fraction" in message

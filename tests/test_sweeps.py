@@ -104,3 +104,41 @@ def test_script_relaunching_ddp_is_refused_in_a_multirun(tmp_path):
     assert "trainer.strategy=ddp_spawn" in result.stderr
     record = json.loads((tmp_path / "m" / "0_trainer.max_epochs=1,trainer=ddp_cpu" / "metrics.json").read_text())
     assert record["status"] == "failed" and "multirun" in record["error"]
+
+
+def test_a_second_sweep_into_the_same_folder_is_refused_and_the_first_kept(tmp_path):
+    sweep = tmp_path / "sweep"
+    run_train(["-m", "model=ae", f"hydra.sweep.dir={sweep}"], tmp_path)
+    first = {p.name: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()}
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "-m", "model=ae,vae", *QUICK, f"hydra.sweep.dir={sweep}",
+         f"paths.data_dir={tmp_path / 'data'}"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"hydra.sweep.dir={sweep} already holds the sweep ")
+    assert "a second sweep there would run its jobs in the same job folders" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in sorted(sweep.rglob("*")) if p.is_file()} == first  # nothing touched
+
+
+def test_of_two_sweeps_claiming_one_folder_at_once_exactly_one_gets_it(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vaelab.errors import ConfigError
+    from vaelab.tasks.output_dir import claim_sweep_dir
+
+    def claim(token: str) -> str:
+        try:
+            claim_sweep_dir(tmp_path, token)
+            return "claimed"
+        except ConfigError as err:
+            return str(err)
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(claim, [f"t{i}" for i in range(8)]))
+    assert outcomes.count("claimed") == 1
+    assert all("already holds the sweep t" in o for o in outcomes if o != "claimed")
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "multirun.yaml").write_text("hydra: {}\n")  # a sweep made before folders were claimed
+    with pytest.raises(ConfigError, match=r"already holds a sweep: a second sweep"):
+        claim_sweep_dir(old, "t9")

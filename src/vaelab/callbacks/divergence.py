@@ -27,7 +27,6 @@ from lightning import Callback, LightningModule, Trainer
 from vaelab.errors import VaelabError
 from vaelab.models.epoch_sums import non_finite_terms  # noqa: F401  (part of this module's interface)
 
-
 #: how often the loss is looked at on a GPU by default (a host-device sync each time)
 GPU_CHECK_EVERY = 50
 

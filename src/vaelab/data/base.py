@@ -23,12 +23,21 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from vaelab import rules
-from vaelab.data.loaders import ShardSampler, TensorBatchLoader
-from vaelab.errors import DataFileError
+from vaelab.data.loaders import ShardSampler, TensorBatchLoader, shard_size
+from vaelab.errors import ConfigError, DataFileError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when a data set's decoding or fixed split changes
+CACHE_VERSION = 3  # bump when a data set's decoding, its fixed split or the cache's format changes
+
+
+def content_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 of the tensors' bytes (and their shapes and types): what a cache file must still hold when read."""
+    digest = hashlib.sha256(json.dumps([list(images.shape), str(images.dtype), list(labels.shape),
+                                        str(labels.dtype)]).encode())
+    for tensor in (images, labels):
+        digest.update(memoryview(tensor.contiguous().view(torch.uint8).reshape(-1).numpy()))
+    return digest.hexdigest()
 
 
 class ImageDataModule(LightningDataModule):
@@ -45,7 +54,10 @@ class ImageDataModule(LightningDataModule):
         binarize: ``none``, ``dynamic`` (a fresh Bernoulli draw of every training batch, one fixed draw of
             val/test) or ``static`` (one fixed draw of every split).
         binarize_seed: seed of the fixed draws.
-        cache: keep the decoded tensors in ``data_dir`` for the next run.
+        cache: keep the decoded tensors on disk for the next run (in ``cache_dir``).
+        cache_dir: where that cache goes (default ``<data_dir>/vaelab_cache``): a folder you can write to when the
+            data folder is read-only. Where it cannot be written, the decoded data stay in memory for this run, with
+            a warning saying so.
     """
 
     #: (channels, height, width) and number of classes; set by each subclass.
@@ -69,6 +81,7 @@ class ImageDataModule(LightningDataModule):
         binarize: str = "none",
         binarize_seed: int = 1234,
         cache: bool = True,
+        cache_dir: str | os.PathLike | None = None,
     ) -> None:
         super().__init__()
         for key, value in [("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
@@ -77,6 +90,12 @@ class ImageDataModule(LightningDataModule):
                 rules.check(f"data.{key}", value)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(
+                f"data.data_dir={data_dir} is a file, not a folder: give the folder that holds the data set's files "
+                f"(and its decoded cache, in <data_dir>/vaelab_cache), e.g. data.data_dir={self.data_dir.parent}"
+            )
+        self.cache_dir = Path(cache_dir) if cache_dir else self.data_dir / "vaelab_cache"
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -120,7 +139,7 @@ class ImageDataModule(LightningDataModule):
     def _cache_path(self, train: bool) -> Path:
         stamp = [CACHE_VERSION, self.name, train, *self._source_hashes, *self.cache_key()]
         digest = hashlib.sha1(json.dumps(stamp).encode()).hexdigest()[:12]
-        return self.data_dir / "vaelab_cache" / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
+        return self.cache_dir / f"{self.name}-{'train' if train else 'test'}-{digest}.pt"
 
     def _decoded(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.hparams.cache or not all(f.is_file() for f in self.source_files()):
@@ -132,15 +151,30 @@ class ImageDataModule(LightningDataModule):
             if cached is not None:
                 return cached
         images, labels = self._checked(*self.load_split(train), train=train)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"images": images, "labels": labels}, tmp)
-        os.replace(tmp, path)  # atomic: a parallel job never reads half a file
+        self._write_cache(path, images, labels)
         return images, labels
+
+    def _write_cache(self, path: Path, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Write the cache atomically (a temporary file, then a rename: a parallel job never reads half a file),
+        with a checksum of its contents; where it cannot be written (a read-only data folder, a full disk), say so
+        and go on with the data in memory."""
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"images": images, "labels": labels, "checksum": content_digest(images, labels)}, tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            log.warning(
+                "%s: cannot write the decoded cache %s (%s), so the data are decoded again at every start; they are "
+                "kept in memory for this run. Give a folder you can write to, data.cache_dir=<folder>, or "
+                "data.cache=false to not try", self.name, path, err.strerror or type(err).__name__,
+            )
 
     def _read_cache(self, path: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The cached split, or None (with a warning, and the caller rebuilds the file from the sources) when the
-        file is torn (a job killed while copying it, a full disk) or does not hold what this data set decodes to."""
+        file is torn (a job killed while copying it, a full disk), does not hold what this data set decodes to, or
+        its contents no longer match the checksum written with them (bytes damaged inside an archive that opens)."""
         try:
             data = torch.load(path, weights_only=True)
             if not isinstance(data, dict) or not {"images", "labels"} <= data.keys():
@@ -149,6 +183,9 @@ class ImageDataModule(LightningDataModule):
             images, labels = data["images"], data["labels"]
             if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
                 raise ValueError("its images or labels are not tensors")
+            if data.get("checksum") != content_digest(images, labels):
+                raise ValueError("its contents do not match the checksum written with them: the file is damaged"
+                                 if "checksum" in data else "it has no checksum of its contents")
             return self._checked(images, labels, train=train)
         except Exception as err:  # whatever is wrong with it, the sources can make it again
             reason = " ".join(str(err).split()).split(". ")[0][:160] or type(err).__name__
@@ -189,6 +226,7 @@ class ImageDataModule(LightningDataModule):
         val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
         #: positions of the train and val images in the data set's training set
         self.split_indices = {"train": train_idx, "val": val_idx}
+        self._check_sizes(len(images), len(val_idx), len(train_idx))
         test_images, test_labels = self._decoded(train=False)
         splits = {
             "train": (images[train_idx], labels[train_idx]),
@@ -207,6 +245,27 @@ class ImageDataModule(LightningDataModule):
         log.info(
             "%s: %d train / %d val / %d test images of shape %s on %s",
             self.name, *(len(self.splits[k][0]) for k in ("train", "val", "test")), self.image_shape, device,
+        )
+
+    def split_settings(self) -> str:
+        """The settings that decide the sizes of the splits, for a message about them."""
+        return "data.val_fraction"
+
+    def training_part(self, n_images: int) -> str:
+        """How many images the training part has (and where they come from), for a message about the splits."""
+        return f"{n_images} training images"
+
+    def _check_sizes(self, n_images: int, n_val: int, n_train: int) -> None:
+        """One clear error, at setup, for a data set too small for its splits (rather than an empty split failing
+        later inside Lightning)."""
+        fraction = self.hparams.val_fraction
+        if n_train > 0 and (n_val > 0 or fraction == 0):
+            return
+        said = (f"{self.training_part(n_images)}, of which data.val_fraction={fraction} holds out {n_val} for "
+                f"validation, leaving {n_train} to train on")
+        raise ConfigError(
+            f"{self.name}: too few images for its splits: {said}. Add images, or change {self.split_settings()} "
+            "(data.val_fraction=0 trains without validation)"
         )
 
     def _device(self) -> torch.device:
@@ -232,7 +291,17 @@ class ImageDataModule(LightningDataModule):
             shuffle = False  # Lightning's overfit_batches: the same first batches every epoch
         images, labels = self.splits[split]
         if len(images) == 0:
-            raise ValueError(f"the {split} split of {self.name} is empty (val_fraction={self.hparams.val_fraction})")
+            raise ConfigError(f"{self.name}: the {split} split is empty: add images, or change "
+                              f"{self.split_settings()} (test=false skips testing)")
+        world_size = trainer.world_size if trainer is not None else 1
+        if not shuffle and shard_size(len(images), world_size - 1, world_size, pad=False) == 0:
+            # (validation and test shards are not padded: a process without a batch would leave the others waiting
+            # for it at the end of the epoch, for ever)
+            raise ConfigError(
+                f"{self.name}: the {split} split has {len(images)} images for {world_size} processes: under DDP every "
+                f"process needs at least one. Give it more images ({self.split_settings()}), or run on at most "
+                f"{len(images)} devices (trainer.devices)"
+            )
         order = {
             "shuffle": shuffle,
             "seed": self.shuffle_seed() if shuffle else 0,

@@ -8,9 +8,11 @@ Layout (the rule :meth:`ImageFolderDataModule.listing` applies):
 - ``folder/*.png`` with no class sub-folders: one class, ``all``, label 0.
 
 Image files are PNG, JPEG, BMP, GIF (first frame), WebP, TIFF and PPM/PGM, by their suffix (any case); names starting
-with ``.`` (hidden files and folders) are skipped. Each image is turned upright by its EXIF orientation, put on black
-where it is transparent, converted to ``mode`` (``grey``: 1 channel, ``rgb``: 3), and brought to ``image_size`` by
-``fit``: ``crop`` scales it so that it covers the target and cuts the centre (no distortion), ``resize`` stretches it.
+with ``.`` (hidden files and folders) are skipped. Each image is turned upright by its EXIF orientation, brought to 8
+bits by scaling (:func:`to_8bit`: a 16-bit grey image's 0…65535 to 0…255, not clipped at 255), put on black where it
+is transparent (alpha, or a palette's transparent entry), converted to ``mode`` (``grey``: 1 channel, ``rgb``: 3),
+and brought to ``image_size`` by ``fit``: ``crop`` scales it so that it covers the target and cuts the centre (no
+distortion), ``resize`` stretches it.
 
 Test split: the ``ceil(test_fraction · N)`` files whose relative paths have the lowest SHA-1 (salted with a fixed
 seed) are the test set, the rest the training set (val is ``val_fraction`` of it, as for every data set). A file's
@@ -47,7 +49,35 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 MODES = {"grey": "L", "rgb": "RGB"}
 FITS = ("crop", "resize")
 TEST_SPLIT_SEED = 0  # fixed: the test set is part of the data set's definition, not of a run's config
-DECODE_VERSION = 1  # bump when the decoding changes (it is part of the cache key)
+DECODE_VERSION = 2  # bump when the decoding changes (it is part of the cache key)
+#: Pillow's modes of 16-bit grey images (PNG, TIFF, PGM with more than 8 bits per sample)
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def to_8bit(image: Image.Image, path: Path) -> Image.Image:
+    """``image`` with samples of more than 8 bits scaled to 8 (Pillow's own ``convert`` clips them at 255).
+
+    - 16-bit grey (``I;16…``) and 32-bit integer (``I``, which Pillow also gives 16-bit files) images: 0…65535 to
+      0…255 (v / 257, rounded); ``I`` values outside 0…65535 are an error naming the file.
+    - floating-point (``F``) images: intensities in [0, 1] to 0…255; values outside [0, 1] are an error.
+    - everything else is returned as it is: Pillow already reads 16-bit RGB, RGBA and grey-with-alpha PNGs as
+      8-bit ``RGB``, ``RGBA`` and ``LA``, scaled.
+    """
+    if image.mode not in (*SIXTEEN_BIT_MODES, "I", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        if low < 0 or high > 1:
+            raise DataFileError(f"the image file {path} holds floating-point values from {low:g} to {high:g}; vaelab "
+                                "reads float images as intensities in [0, 1]: rescale it, or save it with 8 or 16 bits")
+        scaled = values * 255.0
+    else:
+        if low < 0 or high > 65535:
+            raise DataFileError(f"the image file {path} holds integer values from {low:g} to {high:g}, beyond the "
+                                "16-bit range 0…65535 vaelab scales from: save it with 8 or 16 bits per sample")
+        scaled = values / 257.0
+    return Image.fromarray(np.rint(scaled).astype(np.uint8))
 
 
 def _is_image(path: Path) -> bool:
@@ -156,6 +186,14 @@ class ImageFolderDataModule(ImageDataModule):
     def source_files(self) -> list[Path]:
         return list(self.listing[0]) if self.hash_contents else []
 
+    def split_settings(self) -> str:
+        return "data.test_fraction or data.val_fraction"
+
+    def training_part(self, n_images: int) -> str:
+        files = self.listing[0]
+        return (f"{len(files)} image files in {self.folder}: data.test_fraction={self.test_fraction} holds out "
+                f"{len(files) - n_images} for testing, leaving {n_images} training images")
+
     def cache_key(self) -> list:
         stats = []
         for f in self.listing[0]:
@@ -188,7 +226,7 @@ class ImageFolderDataModule(ImageDataModule):
         height, width = self.size
         try:
             with Image.open(path) as opened:
-                image = ImageOps.exif_transpose(opened)
+                image = to_8bit(ImageOps.exif_transpose(opened), path)
                 if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                     image = Image.alpha_composite(Image.new("RGBA", image.size, "black"), image.convert("RGBA"))
                 image = image.convert(MODES[self.mode])
@@ -197,6 +235,8 @@ class ImageFolderDataModule(ImageDataModule):
                 else:
                     image = image.resize((width, height), Image.Resampling.BICUBIC)
                 array = np.array(image, dtype=np.uint8)
+        except DataFileError:
+            raise
         except Exception as err:  # PIL raises UnidentifiedImageError, OSError, ValueError, SyntaxError, ...
             raise DataFileError(
                 f"cannot read the image file {path} ({type(err).__name__}: {err}): replace it with a readable image "

@@ -36,6 +36,7 @@ the class for colouring plots (:meth:`~vaelab.data.base.ImageDataModule.class_la
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -44,6 +45,8 @@ import torch
 from vaelab.data.base import ImageDataModule
 from vaelab.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 SHAPES = ("square", "ellipse", "heart")
 SYMMETRY_ORDER = (4, 2, 1)  # rotations by 2π/m that leave the shape unchanged
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
@@ -51,6 +54,9 @@ MAX_RADIUS = 0.25  # circumradius of a shape at scale 1, as a fraction of the im
 TEST_SPLIT_SEED = 0  # fixed: the test set is part of the data set's definition, not of a run's config
 RENDER_VERSION = 1  # bump when the drawing changes (it is part of the cache key)
 _PIXELS_PER_CHUNK = 1 << 22  # rendering works on (chunk, H, W) float64 arrays of at most 32 MB
+#: pixels rendered per second, for the time a split takes (measured on the 2-core development machine: see
+#: docs/failures.md); an estimate said before a long rendering, not a promise
+RENDER_PIXELS_PER_SECOND = 3.5e7
 
 
 def _inside(shape: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -142,6 +148,13 @@ class ShapesDataModule(ImageDataModule):
         factor indices."""
         flat = np.flatnonzero(self._test_mask() != train)
         factors = np.stack(np.unravel_index(flat, self.factor_sizes), axis=1).astype(np.int64)
+        pixels = len(factors) * self.image_size**2
+        seconds = pixels / RENDER_PIXELS_PER_SECOND
+        where = (f"then cached in {self.cache_dir}" if self.hparams.cache
+                 else "not cached (data.cache=false)")
+        log.info("%s: rendering the %s split, %s images of %d×%d: %.1f GB in memory, %s; about %s on a 2-core CPU",
+                 self.name, "train" if train else "test", f"{len(factors):,}", self.image_size, self.image_size,
+                 pixels / 1e9, where, f"{seconds:.0f} s" if seconds >= 1 else "a second")
         return self.render(factors), torch.from_numpy(factors)
 
     def _canonical(self, factors: np.ndarray) -> np.ndarray:
@@ -164,13 +177,18 @@ class ShapesDataModule(ImageDataModule):
 
     # ------------------------------------------------------------------ for disentanglement metrics
     def render(self, factor_indices: np.ndarray) -> torch.Tensor:
-        """Images of any combinations, given as factor indices ``(n, 5)``: uint8 ``(n, 1, H, W)``, 0 or 255."""
+        """Images of any combinations, given as factor indices ``(n, 5)``: uint8 ``(n, 1, H, W)``, 0 or 255.
+
+        The images are written chunk by chunk into the one output tensor, so rendering needs the output's memory
+        and a chunk's (:data:`_PIXELS_PER_CHUNK`), not several copies of the output (737,280 images of 64×64 are
+        3 GB)."""
         factors = np.asarray(factor_indices, dtype=np.int64).reshape(-1, len(FACTOR_NAMES))
         if len(factors) and ((factors < 0).any() or (factors >= np.asarray(self.factor_sizes)).any()):
             raise ValueError(f"factor indices out of range for factor sizes {self.factor_sizes}")
         size = self.image_size
         canonical = self._canonical(factors)
-        out = np.zeros((len(factors), size, size), dtype=bool)
+        out = torch.empty((len(factors), 1, size, size), dtype=torch.uint8)
+        pixels = out.numpy()[:, 0]  # (the same memory, as numpy)
         centres = np.arange(size) + 0.5  # pixel centres, in pixels
         margin = MAX_RADIUS * size
         chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
@@ -186,8 +204,9 @@ class ShapesDataModule(ImageDataModule):
                 dx = (centres[None, None, :] - cx) / radius  # (n, 1, W)
                 dy = (cy - centres[None, :, None]) / radius  # (n, H, 1), pointing up
                 cos, sin = np.cos(theta), np.sin(theta)
-                out[idx] = _inside(shape, cos * dx + sin * dy, cos * dy - sin * dx)  # rotated back by θ
-        return torch.from_numpy(out.astype(np.uint8) * np.uint8(255)).unsqueeze(1)
+                inside = _inside(shape, cos * dx + sin * dy, cos * dy - sin * dx)  # rotated back by θ
+                pixels[idx] = inside.view(np.uint8) * np.uint8(255)
+        return out
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` combinations drawn uniformly from the full product (train and test alike): int64 ``(n, 5)``."""

@@ -9,6 +9,7 @@ among them) and the state of ``model.…``; :func:`model_from_checkpoint` rebuil
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.legacy import upgrade_checkpoint
+from vaelab.trust import check_targets
 
 #: the module's hyperparameters that are the pure model's (all of Autoencoder's arguments)
 MODEL_KEYS = tuple(inspect.signature(Autoencoder.__init__).parameters)[1:]
@@ -28,22 +30,29 @@ def model_config(hparams: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], map_location: str | torch.device = "cpu") -> Autoencoder:
+def model_from_checkpoint(checkpoint: dict[str, Any], map_location: str | torch.device = "cpu",
+                          trusted_targets: Iterable[str] = ()) -> Autoencoder:
     """The trained pure model of a checkpoint dict (as ``torch.load`` reads it), in eval mode on ``map_location``.
 
-    Raises KeyError for a dict without ``hyper_parameters`` or ``state_dict``, and what ``load_state_dict`` raises for
-    weights that do not fit the model the hyperparameters describe.
+    Only vaelab's own classes (and ``trusted_targets``) may be built from the checkpoint's settings
+    (:func:`vaelab.trust.check_targets`: a ``_target_`` is code by name). Raises that ConfigError, KeyError for a
+    dict without ``hyper_parameters`` or ``state_dict``, and what ``load_state_dict`` raises for weights that do not
+    fit the model the hyperparameters describe.
     """
     upgrade_checkpoint(checkpoint)
-    model = Autoencoder(**model_config(checkpoint["hyper_parameters"]))
+    config = model_config(checkpoint["hyper_parameters"])
+    check_targets(config, "the checkpoint's model settings (hyper_parameters)", trusted_targets)
+    model = Autoencoder(**config)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     return model.to(map_location).eval()
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> Autoencoder:
+def load(path: str | Path, map_location: str | torch.device = "cpu", trusted_targets: Iterable[str] = ()
+         ) -> Autoencoder:
     """The trained model of the checkpoint file ``path``: ``encode``, ``decode``, ``embed``, ``reconstruct`` and
     ``sample`` (see :class:`~vaelab.models.autoencoder.Autoencoder`), in eval mode. Only tensors and plain values are
-    read from the file (``torch.load(weights_only=True)``)."""
+    read from the file (``torch.load(weights_only=True)``), and only vaelab's classes are built from its settings,
+    unless ``trusted_targets`` names others (a net class of your own, say)."""
     checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return model_from_checkpoint(checkpoint, map_location)
+    return model_from_checkpoint(checkpoint, map_location, trusted_targets)

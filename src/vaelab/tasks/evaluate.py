@@ -17,9 +17,12 @@ from vaelab.metrics.factors import disentanglement_metrics, has_factors
 from vaelab.metrics.likelihood import comparability_notes, evaluate
 from vaelab.models import Autoencoder
 from vaelab.models.checkpoint import model_from_checkpoint
+from vaelab.rules import EVAL_KEYS, validate_config
 from vaelab.tasks.hydra_job import command_line_overrides
 from vaelab.tasks.record import recorded
 from vaelab.tasks.resume import read_checkpoint
+from vaelab.tasks.signals import Terminated, sigterm_raises
+from vaelab.trust import check_targets, config_targets
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +58,19 @@ def iw_chunk_size(batch_size: int, image_shape: tuple[int, ...]) -> int:
 
 
 def _device(name: str) -> torch.device:
+    """``device=auto|cpu|cuda|cuda:<n>`` as a torch device; a CUDA device this machine does not have is refused
+    here, before the checkpoint is read (so a good checkpoint is not blamed for it)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name}: CUDA is not available on this machine (no CUDA GPU, or a PyTorch built "
+                              "without CUDA): give device=cpu, or device=auto to take a GPU when there is one")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device={name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered "
+                              f"from 0: give device=cuda:0 … cuda:{torch.cuda.device_count() - 1}, or device=auto")
+    return device
 
 
 def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
@@ -67,10 +80,14 @@ def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
     if path is None or not path.is_file():
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
                           "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
-    checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
     device = _device(cfg.device)
+    checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
+    # what the file names as code: only vaelab's classes, torch's optimisers and what this config names may be built
+    allowed = config_targets(cfg)
+    check_targets(checkpoint["hyper_parameters"], f"ckpt_path={path} (its model settings, hyper_parameters)", allowed)
+    check_targets(checkpoint.get("vaelab_data"), f"ckpt_path={path} (its data settings, vaelab_data)", allowed)
     try:
-        model = model_from_checkpoint(checkpoint, map_location=device)
+        model = model_from_checkpoint(checkpoint, map_location=device, trusted_targets=allowed)
     except Exception as err:  # a checkpoint of vaelab's model that this version cannot rebuild
         first = (str(err).splitlines() or [""])[0][:300]
         raise ConfigError(f"ckpt_path={path} is not a usable checkpoint: its model cannot be rebuilt from it "
@@ -144,32 +161,41 @@ def format_table(metrics: dict[str, Any], title: str) -> str:
 def run_evaluation(cfg: DictConfig) -> float | None:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; print a table; write ``metrics.json``; return the −ELBO."""
     record: dict[str, Any] = {"status": "running", "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
-    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record):
-        if cfg.split not in ("train", "val", "test"):
-            raise ConfigError(f"split = {cfg.split!r} is invalid: it must be one of train, val, test")
-        model, datamodule, checkpoint = load(cfg)
-        if cfg.get("seed") is not None:
-            L.seed_everything(cfg.seed)
-        datamodule.prepare_data()
-        datamodule.setup("test")
-        batches = datamodule.evaluation_batches(cfg.split)
-        notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
-                                    datamodule.binary_images)
-        chunk = cfg.get("iw_chunk_size") or iw_chunk_size(datamodule.eval_batch_size, model.image_shape)
-        metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
-        if has_factors(datamodule):  # the same scores as callbacks.disentanglement logs while training
-            options = cfg.get("disentanglement")
-            options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
-            metrics.update(disentanglement_metrics(model, datamodule, cfg.split, **options))
-        record.update(
-            data=type(datamodule).__name__,
-            global_step=checkpoint.get("global_step"),
-            notes=notes,
-            epoch=checkpoint.get("epoch"),
-            **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
-            status="completed",
-        )
-        print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
-        for note in notes:
-            print(f"Note: {note}")
+    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record), sigterm_raises():
+        try:
+            return _evaluate(cfg, record)
+        except Terminated:
+            record.update(status="terminated", error="terminated by SIGTERM while evaluating")
+            log.error("Terminated by SIGTERM while evaluating %s: nothing was computed to the end", cfg.ckpt_path)
+            raise
+
+
+def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
+    """The evaluation itself (see :func:`run_evaluation`), filling in ``record``."""
+    validate_config(cfg, EVAL_KEYS)
+    model, datamodule, checkpoint = load(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    batches = datamodule.evaluation_batches(cfg.split)
+    notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+                                datamodule.binary_images)
+    chunk = cfg.get("iw_chunk_size") or iw_chunk_size(datamodule.eval_batch_size, model.image_shape)
+    metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
+    if has_factors(datamodule):  # the same scores as callbacks.disentanglement logs while training
+        options = cfg.get("disentanglement")
+        options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
+        metrics.update(disentanglement_metrics(model, datamodule, cfg.split, **options))
+    record.update(
+        data=type(datamodule).__name__,
+        global_step=checkpoint.get("global_step"),
+        notes=notes,
+        epoch=checkpoint.get("epoch"),
+        **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
+        status="completed",
+    )
+    print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
+    for note in notes:
+        print(f"Note: {note}")
     return metrics["neg_elbo"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def command_line_overrides() -> list[str]:
     """The command-line overrides of this Hydra job (empty outside a Hydra run)."""
@@ -18,3 +20,21 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+
+
+def instantiate_config(config: Any, **kwargs: Any) -> Any:
+    """Hydra's ``instantiate``, except that an error vaelab raised for the user inside a constructor (a
+    :class:`~vaelab.errors.VaelabError`, e.g. a data folder that is a file) is raised as itself, one message,
+    rather than wrapped in Hydra's "Error in call to target …" with the exception's repr."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from vaelab.errors import VaelabError
+
+    try:
+        return instantiate(config, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, VaelabError):
+            raise cause from None
+        raise

@@ -8,10 +8,13 @@ of the bare ``NaN`` / ``-Infinity`` tokens that strict JSON readers (``jq``, Jav
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import numbers
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +23,9 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from vaelab.errors import VaelabError
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +59,88 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+class RecordWriteError(VaelabError, OSError):
+    """The run's record (``metrics.json``) could not be written: its folder became read-only, or the disk is full."""
+
+
+def _write_unnamed(folder: Path, text: bytes) -> int | None:
+    """A file in ``folder`` holding ``text`` that has no name yet (Linux's ``O_TMPFILE``): a process killed while
+    writing it leaves nothing behind. None where the file system cannot make one."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        fd = os.open(folder, flag | os.O_WRONLY, 0o644)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
+    try:
+        os.write(fd, text)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _replace(path: Path, text: bytes) -> None:
+    """Put ``text`` at ``path`` atomically: the new contents are written to a file without a name (or, where the
+    file system has none, a temporary file), which is then given a temporary name and renamed over ``path``, so
+    a reader sees the old file or the new one, and a process killed at any moment leaves no half-written file
+    (and, with an unnamed file, almost never a stray temporary one: only between two system calls)."""
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    fd = _write_unnamed(path.parent, text)
+    try:
+        linked = False
+        if fd is not None:
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:  # (a dir fd makes Python call linkat with AT_SYMLINK_FOLLOW: /proc's link names the file itself)
+                os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=folder)
+                linked = True
+            except OSError as err:
+                if err.errno not in (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES):
+                    raise
+            finally:
+                os.close(folder)
+        if not linked:  # (no O_TMPFILE, or no /proc to link it from)
+            tmp.write_bytes(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _overwrite(path: Path, text: bytes) -> None:
+    """Write ``text`` into the existing ``path`` in place: on a full disk a file the size of the old record still
+    fits in the blocks it holds, where a new file does not."""
+    with open(path, "r+b") as stream:
+        stream.write(text)
+        stream.truncate()
+
+
 @rank_zero_only
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as strict JSON, atomically (a temporary file, then a rename): a reader, or a run killed while
-    writing, never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
-    tmp.replace(path)
+    """Write ``data`` as strict JSON, atomically (see :func:`_replace`): a reader, or a run killed while writing,
+    never sees half a file. On a full disk (no room for a new file) the existing record is overwritten in place
+    instead. A record that cannot be written at all raises :class:`RecordWriteError`, naming the file."""
+    text = (json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n").encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _replace(path, text)
+        except OSError as err:
+            if err.errno != errno.ENOSPC or not path.is_file():
+                raise
+            _overwrite(path, text)
+    except OSError as err:
+        raise RecordWriteError(
+            f"Cannot write the run's record {path}: {err.strerror or err}. Its folder became read-only or its disk "
+            "is full: free space or make it writable (the run's checkpoints are in its checkpoints/ folder), or "
+            "give a folder you can write to next time: paths.log_dir=<folder>"
+        ) from None
 
 
 @contextmanager
@@ -72,21 +152,33 @@ def recorded(path: Path, record: dict[str, Any], after: list[Callable[[], None]]
     may still add to, e.g. handing the finished run folder to the loggers); an error there is logged, never raised
     over the block's own outcome."""
     start = time.perf_counter()
+    failed = False
     try:
         yield record
     except BaseException as err:
+        failed = True
         if record.get("status") not in ENDED_STATUSES:  # (the caller has already said how it ended)
-            record.update(status="failed", error=f"{type(err).__name__}: {err}")
+            if isinstance(err, SIGTERMException):
+                record.update(status="terminated", error="terminated by SIGTERM")
+            else:
+                record.update(status="failed", error=f"{type(err).__name__}: {err}")
         raise
     finally:
         record["seconds"] = round(time.perf_counter() - start, 2)
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(path, record)
-        for finish in after or ():
-            try:
-                finish()
-            except Exception:
-                log.exception("after the run record was written")
+        try:
+            write_json(path, record)
+        except RecordWriteError as err:
+            if not failed:
+                raise
+            # the error that ended the run is the one to report: say this one beside it, without a traceback
+            print(f"{err} (the run ended: {record.get('status')})", file=sys.stderr)
+        finally:
+            for finish in after or ():
+                try:
+                    finish()
+                except Exception:
+                    log.exception("after the run record was written")
 
 
 class EpochRecord(Callback):
@@ -96,7 +188,8 @@ class EpochRecord(Callback):
 
     It writes once an epoch, when the next epoch starts (by then every epoch-end hook has run: the module has logged
     its means, the checkpoint callbacks, which Lightning calls last, have saved) and when training ends; rank 0
-    only; atomically (see :func:`write_json`).
+    only; atomically (see :func:`write_json`). The task places it before the checkpoint callback, whose deletion
+    of superseded checkpoints (:class:`vaelab.callbacks.checkpoint.RunCheckpoint`) then follows this write.
 
     Args:
         path: the ``metrics.json`` to write.
@@ -117,7 +210,7 @@ class EpochRecord(Callback):
             return
         self.record.update(self.progress(trainer))
         self.record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(self.path, self.record)
+        write_json(self.path, self.record)  # (a folder gone read-only or full: RecordWriteError stops the run)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.current_epoch > self._first_epoch:

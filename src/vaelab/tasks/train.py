@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -21,12 +22,20 @@ from vaelab.callbacks.divergence import DivergedError, DivergenceStop, advice
 from vaelab.errors import ConfigError
 from vaelab.metrics.likelihood import comparability_notes
 from vaelab.rules import validate_config
+from vaelab.tasks.checkpoint_io import AtomicCheckpointIO
 from vaelab.tasks.cluster import resume_after_requeue
-from vaelab.tasks.hydra_job import command_line_overrides, in_multirun
+from vaelab.tasks.hydra_job import command_line_overrides, in_multirun, instantiate_config
 from vaelab.tasks.naming import hydra_choices, run_hparams
 from vaelab.tasks.record import EpochRecord, recorded, scalar_metrics
-from vaelab.tasks.resume import check_fits_model, continue_in_checkpoint_run, read_checkpoint
+from vaelab.tasks.resume import (
+    changed_settings,
+    check_fits_model,
+    continue_in_checkpoint_run,
+    read_checkpoint,
+    say_changed_settings,
+)
 from vaelab.tasks.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
+from vaelab.tasks.signals import EXIT_CODE, Terminated, sigterm_raises
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +51,27 @@ def instantiate_all(cfg: DictConfig | None) -> list[Any]:
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    """DataModule, model (given the data's image shape) and Trainer with its callbacks and loggers."""
+    """DataModule, model (given the data's image shape) and Trainer with its callbacks and loggers, the loggers
+    told the run's config."""
+    datamodule, model = build_model(cfg)
+    trainer = build_trainer(cfg)
+    announce(trainer, cfg)
+    return datamodule, model, trainer
+
+
+def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """DataModule and model (given the data's image shape); nothing is written anywhere yet."""
     skip_failing_nvml_probe()
     quiet_irrelevant_warnings()
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
+    datamodule = instantiate_config(cfg.data)
+    model = instantiate_config(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
+    return datamodule, model
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer with its callbacks and loggers, writing checkpoints atomically
+    (:class:`~vaelab.tasks.checkpoint_io.AtomicCheckpointIO`, unless the config gives a checkpoint plugin of its
+    own). Nothing is written yet: the loggers open their files when first used (see :func:`announce`)."""
     callbacks = instantiate_all(cfg.get("callbacks"))
     if cfg.trainer.get("enable_progress_bar") is False:  # the explicit trainer flag wins over callbacks.progress_bar
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -55,8 +80,22 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         extra["enable_checkpointing"] = False  # no checkpoint configured (callbacks=none): not Lightning's default
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
-    log_run(loggers, cfg)
-    return datamodule, model, trainer
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # (Lightning's default, not one configured)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+    return trainer
+
+
+def announce(trainer: L.Trainer, cfg: DictConfig) -> None:
+    """Hand every logger the hyperparameters that tell this run apart (:func:`run_hparams`: TensorBoard's HParams
+    columns, MLflow's params) and, to a logger that keeps one, the resolved config (TensorBoard's config card). The
+    first write into the run's logging folder, which for a resumed run is the checkpoint's own run: done only once
+    every check has passed, so a refused run writes nothing there."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hparams = run_hparams(config, hydra_choices(), command_line_overrides())
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams)
+        if hasattr(logger, "log_config"):
+            logger.log_config(config)
 
 
 def hand_over_run_folder(loggers: list[Any], folder: Path) -> None:
@@ -65,17 +104,6 @@ def hand_over_run_folder(loggers: list[Any], folder: Path) -> None:
     for logger in loggers:
         if hasattr(logger, "log_run_folder"):
             logger.log_run_folder(folder)
-
-
-def log_run(loggers: list[Any], cfg: DictConfig) -> None:
-    """Hand every logger the hyperparameters that tell this run apart (:func:`run_hparams`: HParams columns, MLflow
-    params) and, to a logger that keeps one, the resolved config."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    hparams = run_hparams(config, hydra_choices(), command_line_overrides())
-    for logger in loggers:
-        logger.log_hyperparams(hparams)
-        if hasattr(logger, "log_config"):
-            logger.log_config(config)
 
 
 def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
@@ -175,10 +203,34 @@ def check_finite(record: dict[str, Any], model: L.LightningModule, trainer: L.Tr
 
 def watch(trainer: L.Trainer, path: Path, record: dict[str, Any]) -> None:
     """The callbacks every training run gets from the task: the divergence check first (before any drawing), the
-    data config in every checkpoint (for ``eval.py``), and the per-epoch ``metrics.json`` (see :class:`EpochRecord`)."""
+    data config in every checkpoint (for ``eval.py``), and the per-epoch ``metrics.json`` (see
+    :class:`EpochRecord`) just before the checkpoint callbacks, so that its rewrite at the start of each epoch comes
+    before they delete the checkpoints it named until then."""
     trainer.callbacks.sort(key=lambda c: not isinstance(c, DivergenceStop))  # (stable: the rest keep their order)
     trainer.callbacks.append(DataConfigInCheckpoint())
-    trainer.callbacks.append(EpochRecord(path, record, fit_record))
+    first_checkpoint = next((i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
+                            len(trainer.callbacks))
+    trainer.callbacks.insert(first_checkpoint, EpochRecord(path, record, fit_record))
+
+
+def say_how_long(cfg: DictConfig) -> None:
+    """``trainer.max_epochs=-1`` is Lightning's "no limit": say so at the start, with how to stop it."""
+    limits = [OmegaConf.select(cfg, f"trainer.{key}", default=None) for key in ("max_steps", "max_time")]
+    if OmegaConf.select(cfg, "trainer.max_epochs", default=None) == -1 and all(v in (None, -1) for v in limits):
+        log.warning("trainer.max_epochs=-1: training goes on until it is stopped (Ctrl-C, or SIGTERM as a scheduler "
+                    "sends; each finished epoch's checkpoints/last.ckpt resumes it). Give trainer.max_epochs=<n>, "
+                    "+trainer.max_time=00:12:00:00 or +trainer.max_steps=<n> to end it by itself.")
+
+
+def last_checkpoint_said(last: str | None) -> str:
+    """What to resume a stopped run from: ``last`` and the epoch it ends, read from the file itself."""
+    if not last or not Path(last).is_file():
+        return " No checkpoint was saved yet: there is nothing to resume from."
+    try:
+        epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+    except Exception:  # (unreadable: say the path only)
+        return f" Resume with ckpt_path={last}"
+    return f" Resume with ckpt_path={last} (saved at the end of epoch {epoch}: the run goes on from epoch {epoch + 1})"
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -196,58 +248,76 @@ def train(cfg: DictConfig) -> float | None:
         "overrides": command_line_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    finishers: list = []
-    with recorded(path, record, after=finishers):
-        validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
-        without_validation(cfg)
-        if cfg.get("seed") is not None:  # 0 is a seed too
-            L.seed_everything(cfg.seed, workers=True)
-        else:  # not the seed of a job before this one in the same process (a Hydra sweep)
-            os.environ.pop("PL_GLOBAL_SEED", None)
-        record.update(resume_after_requeue(cfg))  # a SLURM job requeued after a time-out goes on from last.ckpt
-        checkpoint = None
-        if cfg.get("ckpt_path"):
-            record["resumed_from"] = str(Path(str(cfg.ckpt_path)).resolve())
-            checkpoint = read_checkpoint(Path(str(cfg.ckpt_path)), resume=True)
-            record.update(continue_in_checkpoint_run(cfg))
-        datamodule, model, trainer = build(cfg)
-        finishers.append(lambda: hand_over_run_folder(trainer.loggers, path.parent))
-        # what a reader must know before comparing this run's numbers with published log-likelihoods
-        record["notes"] = comparability_notes(model.model.likelihood.name, datamodule.hparams.get("binarize", "none"),
-                                              datamodule.binary_images)
-        if checkpoint is not None:
-            check_fits_model(checkpoint, model, Path(str(cfg.ckpt_path)))
-            del checkpoint
-        check_launcher(trainer)
-        watch(trainer, path, record)
-        stage = "fit"
+    finishers: list = []  # what to do once the record is written (hand the run folder to the loggers)
+    with recorded(path, record, after=finishers), sigterm_raises():
         try:
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            record.update(fit_record(trainer))
-            if not trainer.interrupted:
-                check_finite(record, model, trainer)
-            if cfg.get("test"):
-                stage = "test"
-                record.update(_test(trainer, model, datamodule))
-                record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
-        except BaseException as err:
-            if stage == "fit":
-                record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
-            where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
-            if isinstance(err, DivergedError):
-                record.update(status="diverged", error=str(err))
-            elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
-                record.update(status="terminated", error=f"terminated by SIGTERM in {where}")
-                last = record.get("last_ckpt")
-                log.error("Terminated by SIGTERM in %s.%s", where,
-                          f" Resume with ckpt_path={last}" if last and stage == "fit" else "")
-                raise SystemExit(128 + signal.SIGTERM) from err
-            elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
-                record.update(status="interrupted", error=f"interrupted in {where}")
+            value = _train(cfg, path, record, finishers)
+        except Terminated:  # (SIGTERM before or between Lightning's loops: building, or decoding the data)
+            record.update(status="terminated", error="terminated by SIGTERM before training began (building the "
+                                                     "model or preparing the data)")
+            log.error("Terminated by SIGTERM before training began: nothing was trained.")
             raise
-        record["status"] = "interrupted" if trainer.interrupted else "completed"
-        value = optimized_value(cfg, record)
     return value
+
+
+def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list) -> float | None:
+    """The training task itself (see :func:`train`), filling in ``record``."""
+    validate_config(cfg)  # before anything is built; a failure is still recorded in metrics.json
+    say_how_long(cfg)
+    without_validation(cfg)
+    if cfg.get("seed") is not None:  # 0 is a seed too
+        L.seed_everything(cfg.seed, workers=True)
+    else:  # not the seed of a job before this one in the same process (a Hydra sweep)
+        os.environ.pop("PL_GLOBAL_SEED", None)
+    record.update(resume_after_requeue(cfg))  # a SLURM job requeued after a time-out goes on from last.ckpt
+    checkpoint = None
+    if cfg.get("ckpt_path"):
+        record["resumed_from"] = str(Path(str(cfg.ckpt_path)).resolve())
+        checkpoint = read_checkpoint(Path(str(cfg.ckpt_path)), resume=True)
+        changed = changed_settings(checkpoint, cfg)
+        if changed:  # the checkpoint's own run would no longer be described by its config: not continued there
+            record["changed_settings"] = say_changed_settings(changed, Path(str(cfg.ckpt_path)))
+        record.update(continue_in_checkpoint_run(cfg, settings_changed=bool(changed)))
+    datamodule, model = build_model(cfg)
+    # what a reader must know before comparing this run's numbers with published log-likelihoods
+    record["notes"] = comparability_notes(model.model.likelihood.name, datamodule.hparams.get("binarize", "none"),
+                                          datamodule.binary_images)
+    if checkpoint is not None:
+        check_fits_model(checkpoint, model, Path(str(cfg.ckpt_path)))
+        del checkpoint
+    trainer = build_trainer(cfg)
+    check_launcher(trainer)
+    announce(trainer, cfg)  # (every check passed: the first write into a resumed run's own folder)
+    finishers.append(lambda: hand_over_run_folder(trainer.loggers, path.parent))
+    watch(trainer, path, record)
+    stage = "fit"
+    try:
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        record.update(fit_record(trainer))
+        if not trainer.interrupted:
+            check_finite(record, model, trainer)
+        if cfg.get("test"):
+            stage = "test"
+            record.update(_test(trainer, model, datamodule))
+            record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
+    except BaseException as err:
+        if stage == "fit":
+            record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
+        where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
+        if isinstance(err, Terminated) and stage == "fit" and trainer.global_step == 0:
+            raise  # (before the first step: while the data were prepared; said by train())
+        if isinstance(err, DivergedError):
+            record.update(status="diverged", error=str(err))
+        elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
+            record.update(status="terminated", error=f"terminated by SIGTERM in {where}")
+            log.error("Terminated by SIGTERM in %s.%s", where,
+                      last_checkpoint_said(record.get("last_ckpt")) if stage == "fit" else "")
+            raise SystemExit(EXIT_CODE) from err
+        elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
+            record.update(status="interrupted", error=f"interrupted in {where}")
+        raise
+    record["status"] = "interrupted" if trainer.interrupted else "completed"
+    return optimized_value(cfg, record)
 
 
 def optimized_value(cfg: DictConfig, record: dict[str, Any]) -> float | None:
