@@ -1,7 +1,7 @@
-"""Rerun the README's results table on real MNIST and rewrite it (see vaelab.reports.results for the rows).
+"""Rerun the results table on real MNIST (docs/results.md) and rewrite it (see vaelab.reports.results for the rows).
 
     ../shared/data/unpack_mnist.sh data            # the four MNIST files where data=mnist looks
-    python scripts/results_table.py                # every row: train, evaluate, rewrite README.md's table
+    python scripts/results_table.py                # every row: train, evaluate, rewrite docs/results.md's table
     python scripts/results_table.py --rows replica,conv
     python scripts/results_table.py --render-only  # rewrite the table from logs/results/ as it is
 """
@@ -22,7 +22,7 @@ def main() -> int:
     parser.add_argument("--rows", default=",".join(r.key for r in ROWS), help="comma-separated row keys")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "results", help="where the runs go")
     parser.add_argument("--data-dir", default=None, help="data.data_dir for MNIST (default: the config's)")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "results.md", help="the file holding the table")
     parser.add_argument("--render-only", action="store_true", help="train nothing; rewrite the table")
     args = parser.parse_args()
     chosen = args.rows.split(",")
@@ -34,7 +34,7 @@ def main() -> int:
             if row.key in chosen:
                 run_row(row, args.out.resolve(), ROOT, args.data_dir)
     table = render(ROWS, args.out)
-    args.readme.write_text(replace_between_markers(args.readme.read_text(), table))
+    args.doc.write_text(replace_between_markers(args.doc.read_text(), table))
     print(table)
     return 0
 

@@ -1,4 +1,4 @@
-"""The README's results table (vaelab.reports.results) from hand-written run folders: no training involved."""
+"""The results table of docs/results.md (vaelab.reports.results) from hand-written run folders: no training involved."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""The README's results table on real data: each row one ``experiment=`` config, trained, evaluated and compared with
+"""The results table on real data (docs/results.md): each row one ``experiment=`` config, trained, evaluated and compared with
 the published figure it stands next to.
 
 :data:`ROWS` says what each row runs. :func:`run_row` trains it with ``src/train.py`` and evaluates the tested
 checkpoint with ``src/eval.py`` (each in its own process, timed), into ``<out>/<row key>/{train,eval}``;
 :func:`render` reads those folders back into a markdown table, and :func:`replace_between_markers` writes it into
-the README between ``<!-- results:start -->`` and ``<!-- results:end -->``, so the table never drifts from the code
+docs/results.md between ``<!-- results:start -->`` and ``<!-- results:end -->``, so the table never drifts from the code
 that made it. ``scripts/results_table.py`` is the command line.
 """
 
@@ -133,7 +133,7 @@ def render(rows: tuple[Row, ...], out: Path) -> str:
 def replace_between_markers(text: str, table: str) -> str:
     """``text`` with whatever stood between the results markers replaced by ``table``."""
     if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"the README has no {START} … {END} block to write the table into")
+        raise ValueError(f"the file has no {START} … {END} block to write the table into")
     head, rest = text.split(START, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{START}\n{table}\n{END}{tail}"
