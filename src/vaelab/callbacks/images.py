@@ -45,14 +45,15 @@ class ReconstructionGrid(DashboardCallback):
 
 
 class PriorSamples(DashboardCallback):
-    """``<split>/samples``: images decoded from the same draws z ~ N(0, I) each epoch (VAEs only)."""
+    """``<split>/samples``: images decoded from the same draws z ~ p(z) each epoch (codes with a prior only: a VAE's
+    N(0, I), VQ-VAE's uniform or learned prior over its code grid)."""
 
     def __init__(self, nrow: int = 8, min_side: int = 24, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.nrow, self.min_side = nrow, min_side
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        if out.logvar is None:  # a deterministic autoencoder has no prior to sample from
+        if not module.code.has_prior:  # a deterministic autoencoder has no prior to sample from
             return
         samples = module.sample(self.num_images)  # the base class seeded the RNG: the same z every epoch
         grid = image_grid(samples, self.nrow, self.min_side)
@@ -67,7 +68,8 @@ class LatentTraversal(DashboardCallback):
     dimensions with the most KL on the fixed images, most first (the ones the decoder uses). An AE's code has no
     scale of its own, so its first ``max_dims`` dimensions are walked in units of each one's spread (the standard
     deviation of the code over the fixed images). Each row is labelled with its dimension, its KL (a VAE's) or
-    spread (an AE's), and the range of z it walks; the columns with their offset.
+    spread (an AE's), and the range of z it walks; the columns with their offset. A code grid (VQ-VAE's) is not a
+    vector of dimensions to walk: it is left out.
     """
 
     def __init__(self, max_dims: int = 10, steps: int = 9, span: float = 3.0, min_side: int = 16,
@@ -92,6 +94,8 @@ class LatentTraversal(DashboardCallback):
         return order, unit, offsets, kl
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        if out.mu.dim() != 2:
+            return
         order, unit, offsets, kl = self.walk(out)
         dims = len(order)
         z = out.mu[:1].repeat(dims * self.steps, 1)

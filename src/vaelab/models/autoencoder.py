@@ -72,6 +72,7 @@ class Autoencoder(nn.Module):
         self.latent_dim = int(latent_dim)
         self.likelihood = make_likelihood(likelihood, likelihood_std)
         self.code: Code = instantiate(plain(code) or DEFAULT_CODE)
+        self.code.build(self.latent_dim)
         net = plain(net) or DEFAULT_NET
         self.encoder = instantiate(net["encoder"], image_shape=list(self.image_shape),
                                    out_features=self.code.encoder_features(self.latent_dim))

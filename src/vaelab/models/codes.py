@@ -49,6 +49,10 @@ class Code(nn.Module):
     has_prior: bool = False
     has_kl: bool = False
 
+    def build(self, latent_dim: int) -> None:
+        """Make what the code holds for a code of ``latent_dim`` dimensions (VQ-VAE's codebook of vectors of that
+        size); the model calls it once, right after making the code. Most codes hold nothing."""
+
     def encoder_features(self, latent_dim: int) -> int:
         """How many features the encoder must give for a code of ``latent_dim`` dimensions."""
         return latent_dim

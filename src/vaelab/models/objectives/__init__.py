@@ -10,7 +10,9 @@ from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
 from vaelab.models.objectives.elbo import Elbo
 from vaelab.models.objectives.iwae import IWAE
+from vaelab.models.objectives.prior_fit import PriorFit
 from vaelab.models.objectives.reconstruction import Reconstruction
+from vaelab.models.objectives.vqvae import VQVAE
 
-__all__ = ["IWAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
-           "tc_decomposition"]
+__all__ = ["IWAE", "VQVAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "Objective", "ObjectiveValue", "PriorFit",
+           "Reconstruction", "tc_decomposition"]
