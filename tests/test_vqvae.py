@@ -372,3 +372,18 @@ def test_a_quantized_code_needs_a_grid_net():
         AutoencoderModule(image_shape=[1, 8, 8], latent_dim=3,
                           code={"_target_": "vaelab.models.quantizer.QuantizedCode"},
                           objective={"_target_": "vaelab.models.objectives.VQVAE"}).model(torch.rand(2, 1, 8, 8))
+
+
+
+def test_every_process_of_distributed_training_makes_the_same_codebook_update(tmp_path):
+    import torch.multiprocessing as mp
+    from codebook_processes import update_on_one_of_two_processes  # (a light module: the processes import it)
+
+    results = str(tmp_path / "book")
+    mp.spawn(update_on_one_of_two_processes, args=(str(tmp_path / "init"), results), nprocs=2)
+    for ema in (False, True):
+        first, second = (torch.load(f"{results}.{ema}.{rank}") for rank in (0, 1))
+        for key in first:
+            torch.testing.assert_close(first[key], second[key], atol=0, rtol=0, msg=f"ema={ema}: {key}")
+        torch.manual_seed(0)
+        assert not torch.equal(first["vectors"], Codebook(6, 2, ema=ema).vectors)  # (it did change)

@@ -22,14 +22,21 @@ row is moved onto an encoder output of the current batch drawn at random (the re
 *Jukebox*, sec. 3.3). The draw uses torch's global generator, so a seeded run repeats it.
 
 The codebook changes only in training mode (EMA updates, restarts and the step counts): a model in eval mode, such
-as the frozen first stage under a learned prior, leaves it as it is.
+as the frozen first stage under a learned prior, leaves it as it is. Under distributed training every process makes
+the same change: the counts and sums are summed over the processes (the EMA of the global batch), and a restarted
+code takes the vector process 0 drew.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def perplexity(counts: torch.Tensor) -> torch.Tensor:
@@ -92,15 +99,22 @@ class Codebook(nn.Module):
         """One training step's change to the codebook, given the encoder outputs ``flat`` (N, D) and the codes they
         were quantised to: the EMA update (when ``ema``), then the restart of the codes dead for too long."""
         counts = torch.bincount(indices, minlength=self.num_codes)
+        sums = None
         if self.ema:
-            self.ema_step(flat, indices, counts)
+            sums = torch.zeros_like(self.vectors).index_add_(0, indices, flat.detach().to(self.vectors.dtype))
+        if _distributed():  # the global batch's, so every process makes the same update
+            dist.all_reduce(counts)
+            if sums is not None:
+                dist.all_reduce(sums)
+        if self.ema:
+            self.ema_step(counts, sums)
         if self.dead_code_steps:
             self.restart_dead(flat, counts)
 
     @torch.no_grad()
-    def ema_step(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
-        """N ← γN + (1−γ)n, m ← γm + (1−γ)s, e = m / Ñ with Laplace-smoothed counts Ñ (see the module's docstring)."""
-        sums = torch.zeros_like(self.ema_sum).index_add_(0, indices, flat.detach().to(self.ema_sum.dtype))
+    def ema_step(self, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        """N ← γN + (1−γ)n, m ← γm + (1−γ)s, e = m / Ñ with Laplace-smoothed counts Ñ (see the module's docstring),
+        given each code's count n and sum s of the vectors quantised to it."""
         self.ema_count.mul_(self.decay).add_(counts.to(self.ema_count.dtype), alpha=1 - self.decay)
         self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.ema_count.sum()
@@ -109,8 +123,9 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def restart_dead(self, flat: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """Count the steps each code went unused; move each code unused for ``dead_code_steps`` steps onto a random
-        row of ``flat`` (distinct rows while the batch has enough). Returns the indices of the codes restarted."""
+        """Count the steps each code went unused (``counts``: how often each was chosen); move each code unused for
+        ``dead_code_steps`` steps onto a random row of ``flat`` (distinct rows while the batch has enough; process
+        0's rows under distributed training). Returns the indices of the codes restarted."""
         self.idle_steps.add_(1).masked_fill_(counts > 0, 0)
         dead = (self.idle_steps >= self.dead_code_steps).nonzero().flatten()
         if len(dead) == 0 or len(flat) == 0:
@@ -119,7 +134,9 @@ class Codebook(nn.Module):
             rows = torch.randperm(len(flat), device=flat.device)[: len(dead)]
         else:
             rows = torch.randint(len(flat), (len(dead),), device=flat.device)
-        chosen = flat.detach()[rows].to(self.vectors.dtype)
+        chosen = flat.detach()[rows].to(self.vectors.dtype).contiguous()
+        if _distributed():
+            dist.broadcast(chosen, src=0)
         self.vectors.data[dead] = chosen
         if self.ema:  # the averages restart there too, as if the code had been chosen for that vector alone
             self.ema_count[dead] = 1.0

@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from vaelab import rules
@@ -123,6 +123,12 @@ class AutoencoderModule(LightningModule):
             load_initial_weights(self.model, init_from, parts, self.hparams)
         for module in frozen:
             module.training = False
+        if parts:
+            trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in self.model.parameters())
+            rank_zero_info(f"model.trainable = {list(parts)}: {trained:,} of {total:,} parameters train; the rest "
+                           "are frozen and kept in eval mode (Lightning's warning of modules in eval mode at the "
+                           "start of training is expected)")
         return frozen
 
     def train(self, mode: bool = True) -> AutoencoderModule:
