@@ -387,3 +387,14 @@ def test_every_process_of_distributed_training_makes_the_same_codebook_update(tm
             torch.testing.assert_close(first[key], second[key], atol=0, rtol=0, msg=f"ema={ema}: {key}")
         torch.manual_seed(0)
         assert not torch.equal(first["vectors"], Codebook(6, 2, ema=ema).vectors)  # (it did change)
+
+
+def test_the_grid_size_comes_from_the_latest_pass_or_the_loaded_weights():
+    vq = code()
+    vq(features(height=2, width=3))
+    other = code()
+    other(features(height=4, width=5))
+    other.load_state_dict(vq.state_dict())
+    assert other.grid_shape() == (2, 3)  # the checkpoint's
+    other(features(height=4, width=5))
+    assert other.grid_shape() == (4, 5)  # and again the pass's

@@ -35,6 +35,11 @@ from vaelab.models.codebook import Codebook, perplexity
 from vaelab.models.codes import Code, CodeOutput
 
 
+def _forget_grid(module: QuantizedCode, incompatible_keys: object) -> None:
+    """After a ``load_state_dict``, ``grid`` holds the checkpoint's value: the next pass records its own again."""
+    module._grid = None
+
+
 class QuantizedCode(Code):
     """A grid of K codebook vectors of size ``latent_dim``, with a prior over the indices.
 
@@ -65,7 +70,8 @@ class QuantizedCode(Code):
         self.prior: nn.Module | None = prior
         #: the (h, w) of the grids the encoder gives, recorded at each pass (and kept in checkpoints) for sampling
         self.register_buffer("grid", torch.zeros(2, dtype=torch.long))
-        self._grid: tuple[int, int] | None = None
+        self._grid: tuple[int, int] | None = None  # what ``grid`` holds, known without reading the device
+        self.register_load_state_dict_post_hook(_forget_grid)
 
     def build(self, latent_dim: int) -> None:
         self.codebook = Codebook(self.num_codes, latent_dim, **self.options)
