@@ -73,11 +73,11 @@ class Projector(DashboardCallback):
         super().on_train_end(trainer, pl_module)  # waits for the writing
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        if out.mu.shape[1] < 3:  # its PCA needs 3 dimensions: it shows no point of a 1- or 2-D code
+        mu = out.mu.flatten(1).float().cpu().numpy()  # (a code grid as one vector)
+        if mu.shape[1] < 3:  # its PCA needs 3 dimensions: it shows no point of a 1- or 2-D code
             log.info("Projector: a %d-D code is left out (val/latent_space and val/manifold show it whole)",
-                     out.mu.shape[1])
+                     mu.shape[1])
             return
-        mu = out.mu.float().cpu().numpy()
         names = self.class_names
         metadata = [(names[k] if names is not None and 0 <= k < len(names) else str(k), str(i))
                     for i, k in enumerate(y.cpu().tolist())]

@@ -56,9 +56,10 @@ class ReconstructionGrid(DashboardCallback):
 
 class PriorSamples(DashboardCallback):
     """``<split>/samples``: images decoded from the same draws each epoch, from the code's prior (``sampler=prior``:
-    z ~ N(0, I) for a VAE) or from a Gaussian mixture fitted on the codes of the first ``fit_images`` training images
-    before each drawing (``sampler=gmm``, :class:`~vaelab.models.samplers.GaussianMixtureSampler`: an autoencoder can
-    generate too). Nothing for a code without a prior under ``sampler=prior`` (said once in the log)."""
+    z ~ N(0, I) for a VAE, VQ-VAE's uniform or learned prior over its code grid) or from a Gaussian mixture fitted on
+    the codes of the first ``fit_images`` training images before each drawing (``sampler=gmm``,
+    :class:`~vaelab.models.samplers.GaussianMixtureSampler`: an autoencoder can generate too). Nothing for a code
+    without a prior under ``sampler=prior`` (said once in the log)."""
 
     def __init__(self, nrow: int = 8, min_side: int = 24, sampler: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -101,7 +102,8 @@ class LatentTraversal(DashboardCallback):
     dimensions with the most KL on the fixed images, most first (the ones the decoder uses). An AE's code has no
     scale of its own, so its first ``max_dims`` dimensions are walked in units of each one's spread (the standard
     deviation of the code over the fixed images). Each row is labelled with its dimension, its KL (a VAE's) or
-    spread (an AE's), and the range of z it walks; the columns with their offset.
+    spread (an AE's), and the range of z it walks; the columns with their offset. A code grid (VQ-VAE's) is not a
+    vector of dimensions to walk: it is left out.
     """
 
     def __init__(self, max_dims: int = 10, steps: int = 9, span: float = 3.0, min_side: int = 16,
@@ -126,6 +128,8 @@ class LatentTraversal(DashboardCallback):
         return order, unit, offsets, kl
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
+        if out.mu.dim() != 2:
+            return
         order, unit, offsets, kl = self.walk(out)
         dims = len(order)
         z = out.mu[:1].repeat(dims * self.steps, 1)

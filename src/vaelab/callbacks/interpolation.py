@@ -34,10 +34,10 @@ class Interpolations(DashboardCallback):
         pairs = len(x) // 2
         if pairs == 0:
             return
-        a, b = out.mu[:pairs], out.mu[pairs : 2 * pairs]
+        a, b = out.mu[:pairs].flatten(1), out.mu[pairs : 2 * pairs].flatten(1)  # (a code grid as one vector)
         alphas = torch.linspace(0, 1, self.steps, device=a.device, dtype=a.dtype)
         z = a[:, None] + alphas[None, :, None] * (b - a)[:, None]  # (pairs, steps, D)
-        decoded = module.likelihood.mean(module.decode(z.reshape(pairs * self.steps, -1)))
+        decoded = module.likelihood.mean(module.decode(z.reshape(pairs * self.steps, *out.mu.shape[1:])))
         decoded = decoded.reshape(pairs, self.steps, *decoded.shape[1:])
         rows = torch.cat([x[:pairs, None], decoded, x[pairs : 2 * pairs, None]], dim=1).flatten(0, 1)
         grid, side = image_grid(rows, self.steps + 2, self.min_side), cell_side(rows, self.min_side)
@@ -73,7 +73,7 @@ class LatentManifold(DashboardCallback):
         return torch.quantile(out.mu.double().T, probs.to(out.mu.device), dim=1).T.to(out.mu)
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        if out.mu.shape[1] != 2:
+        if out.mu.dim() != 2 or out.mu.shape[1] != 2:
             if not self._told:
                 log.info("LatentManifold draws only a 2-D code (model.latent_dim=2); this one has %d dimensions",
                          out.mu.shape[1])

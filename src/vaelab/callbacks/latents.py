@@ -18,7 +18,7 @@ class LatentScatter(DashboardCallback):
         super().__init__(num_images=num_images, **kwargs)
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        codes, labels = out.mu.float().cpu().numpy(), y.cpu().numpy()
+        codes, labels = out.mu.flatten(1).float().cpu().numpy(), y.cpu().numpy()  # (a code grid as one vector)
         names, tag = self.class_names, f"{tag_prefix}/latent_space"
         health, prior = code_health(out), out.logvar is not None
         self.in_background(lambda: writer.add_image(

@@ -3,7 +3,8 @@
 Everything here is plain torch and works on any model with the interface of
 :class:`vaelab.models.AutoencoderModule`: ``encode(x) -> (μ, log σ² or None)``, ``decode(z) -> raw output``,
 ``likelihood`` (with ``.nll(output, x)`` per image in nats and ``.mean(output)``), ``variational`` and
-``latent_dim``; :func:`evaluate` also calls ``model(x)`` for an :class:`~vaelab.models.AutoencoderOutput`.
+``latent_dim``; :func:`evaluate` also calls ``model(x)`` for an :class:`~vaelab.models.AutoencoderOutput` and reads
+``model.code.has_kl``.
 
 All values are per image and in nats unless a name says bits.
 
@@ -156,7 +157,8 @@ def evaluate(
 
     * ``num_images``: N.
     * ``recon``: mean −log p(x | z) of the forward pass (a one-sample estimate of E_q[−log p(x|z)] for a VAE).
-    * ``kl``: mean KL(q(z|x) ‖ p(z)) (closed form, Kingma & Welling 2014, app. B).
+    * ``kl``: mean KL(q(z|x) ‖ p(z)) (closed form, Kingma & Welling 2014, app. B; for VQ-VAE's one-hot q,
+      −log p of the codes).
     * ``neg_elbo``: ``recon + kl``, the negative ELBO (Kingma & Welling 2014, eq. 3), an upper bound on
       −log p(x).
     * ``bits_per_dim``: ``neg_elbo`` in bits per dimension (:func:`bits_per_dim`).
@@ -169,8 +171,10 @@ def evaluate(
 
     A deterministic autoencoder has no posterior and no likelihood bound, so ``kl``, ``neg_elbo``,
     ``bits_per_dim``, ``neg_iw_bound``, ``iw_bits_per_dim``, ``iw_k`` and ``active_units`` are ``None`` for it
-    (rather than absent, so every result has the same keys). ``k = 0`` skips the importance-weighted bound
-    for a VAE too: its three keys are then ``None``.
+    (rather than absent, so every result has the same keys). A code with a KL but no Gaussian posterior
+    (``model.code.has_kl`` without ``variational``: VQ-VAE's) has ``kl``, ``neg_elbo`` and ``bits_per_dim``, but
+    no importance-weighted bound and no active units. ``k = 0`` skips the importance-weighted bound for a VAE too:
+    its three keys are then ``None``.
 
     Raises:
         ValueError: for an empty ``batches``, images of differing sizes, or ``k < 0``.
@@ -179,6 +183,8 @@ def evaluate(
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     variational = bool(getattr(model, "variational", True))
+    # the ELBO needs only a KL; the importance-weighted bound and active units need a Gaussian posterior
+    has_kl = bool(getattr(getattr(model, "code", None), "has_kl", variational))
     use_iw = variational and k > 0
     device = _model_device(model)
 
@@ -230,14 +236,11 @@ def evaluate(
         "active_units": None,
         "mse": mse,
     }
-    if variational:
+    if has_kl:
         neg_elbo = recon + kl
-        result.update(
-            kl=kl,
-            neg_elbo=neg_elbo,
-            bits_per_dim=float(bits_per_dim(neg_elbo, num_dims)),
-            active_units=int(codes.compute()),
-        )
+        result.update(kl=kl, neg_elbo=neg_elbo, bits_per_dim=float(bits_per_dim(neg_elbo, num_dims)))
+    if variational:
+        result.update(active_units=int(codes.compute()))
         if use_iw:
             result.update(neg_iw_bound=neg_iw, iw_bits_per_dim=float(bits_per_dim(neg_iw, num_dims)), iw_k=k)
     return result

@@ -72,6 +72,7 @@ class Autoencoder(nn.Module):
         self.latent_dim = int(latent_dim)
         self.likelihood = make_likelihood(likelihood, likelihood_std)
         self.code: Code = instantiate(plain(code) or DEFAULT_CODE)
+        self.code.build(self.latent_dim)
         net = plain(net) or DEFAULT_NET
         self.encoder = instantiate(net["encoder"], image_shape=list(self.image_shape),
                                    out_features=self.code.encoder_features(self.latent_dim))
@@ -148,6 +149,8 @@ class Autoencoder(nn.Module):
         mixture fitted on the training codes) when given. A code without a prior needs a sampler."""
         if sampler is None:
             z = self.code.prior_sample(n, self.latent_dim, generator)
+        elif not sampler.available_for(self):
+            raise ValueError(f"{type(sampler).__name__} cannot sample a {type(self.code).__name__}: use sampler=prior")
         else:
             z = sampler.sample(self, n, generator)
         return self.mean(self.decode(z.to(self.device)))

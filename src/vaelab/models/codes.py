@@ -43,11 +43,18 @@ class Code(nn.Module):
             are defined), as for the Gaussian posterior.
         has_prior: the code has a prior p(z) to sample from (images can be generated without a fitted sampler).
         has_kl: the pass gives a KL(q(z|x) ‖ p(z)), so an ELBO is defined and logged.
+        continuous: the code is a vector of real numbers, so a density such as a Gaussian mixture can be fitted on
+            codes and sampled (not so a grid of codebook indices).
     """
 
     variational: bool = False
     has_prior: bool = False
     has_kl: bool = False
+    continuous: bool = True
+
+    def build(self, latent_dim: int) -> None:
+        """Make what the code holds for a code of ``latent_dim`` dimensions (VQ-VAE's codebook of vectors of that
+        size); the model calls it once, right after making the code. Most codes hold nothing."""
 
     def encoder_features(self, latent_dim: int) -> int:
         """How many features the encoder must give for a code of ``latent_dim`` dimensions."""

@@ -3,6 +3,12 @@
 It holds what training needs and the model does not: the objective (:mod:`vaelab.models.objectives`, chosen by
 ``model/objective``) and its β schedule, the exact epoch means of every term, the posterior means' statistics for
 active units, the optimiser and scheduler, and the checkpoint hooks. One ``model_step`` serves train, val and test.
+
+Training in stages (:mod:`vaelab.models.stages`): ``init_from`` starts from the pure model's weights in another
+run's checkpoint, and ``trainable`` trains only the named parts of the pure model (e.g. ``[code.prior]``): the other
+parameters are frozen and left out of the optimiser, and their modules stay in eval mode, so nothing they do in
+training mode (a VQ codebook's updates) changes them. VQ-VAE's second stage is both: ``model=vqvae_prior
+model.init_from=<stage-1 checkpoint>`` trains a PixelCNN prior on the frozen first stage's codes.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
 from vaelab import rules
@@ -25,6 +31,7 @@ from vaelab.models.legacy import code_of_objective, upgrade_checkpoint
 from vaelab.models.objectives.base import DataFacts
 from vaelab.models.output import AutoencoderOutput
 from vaelab.models.schedules import outlasting_message
+from vaelab.models.stages import check_parts, freeze_all_but, load_initial_weights
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
@@ -50,6 +57,10 @@ class AutoencoderModule(LightningModule):
         scheduler: an optional ``_partial_`` LR scheduler config; the module passes the optimizer.
         monitor, monitor_mode: the metric that is comparable across epochs whatever β does (``val/elbo``, max, for a
             VAE; ``val/loss``, min, for an AE): checkpointing, plateau schedulers and sweeps watch it.
+        init_from: a checkpoint file whose pure-model weights the model starts from (every weight must fit, except
+            those of the ``trainable`` parts, which the checkpoint need not have).
+        trainable: the parts of the pure model to train (names of its submodules, e.g. ``[code.prior]``); None
+            trains all of it.
     """
 
     def __init__(
@@ -70,6 +81,8 @@ class AutoencoderModule(LightningModule):
         channels_last: bool = False,
         code: Mapping[str, Any] | None = None,
         corruption: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
+        trainable: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         image_shape = [int(s) for s in plain(image_shape)]
@@ -79,6 +92,7 @@ class AutoencoderModule(LightningModule):
         net, corruption = plain(net), plain(corruption)
         optimizer = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
         scheduler = plain(scheduler)
+        trainable = plain(trainable)
         rules.check("model.beta", beta)
         # Everything above is primitives now, so the checkpoint alone rebuilds the model (eval.py relies on it).
         self.save_hyperparameters(logger=False)
@@ -86,6 +100,7 @@ class AutoencoderModule(LightningModule):
         self.model = Autoencoder(image_shape, latent_dim, code=code, net=net, likelihood=likelihood,
                                  likelihood_std=likelihood_std, corruption=corruption,
                                  channels_last=channels_last, compile=compile)
+        self._frozen = self._train_in_stages(init_from, trainable)
         schedule = instantiate(beta_schedule, beta=float(beta))
         # (a partial, so the schedule object is handed over as it is, not turned into a config by Hydra)
         self.objective = instantiate(objective, _partial_=True)(schedule=schedule)
@@ -98,6 +113,30 @@ class AutoencoderModule(LightningModule):
         )
         self.sums = EpochSums(BASE_TERMS + self.objective.term_names)
         self._checkpoint_step: int | None = None  # the step of weights loaded for testing (see schedule_step)
+
+    # ------------------------------------------------------------------ training in stages
+    def _train_in_stages(self, init_from: str | None, trainable: Sequence[str] | None) -> list[nn.Module]:
+        """Freeze all but the ``trainable`` parts and load the ``init_from`` weights; the modules kept in eval mode."""
+        parts = check_parts(self.model, trainable) if trainable else ()
+        frozen = freeze_all_but(self.model, parts) if parts else []
+        if init_from:
+            load_initial_weights(self.model, init_from, parts, self.hparams)
+        for module in frozen:
+            module.training = False
+        if parts:
+            trained = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            total = sum(p.numel() for p in self.model.parameters())
+            rank_zero_info(f"model.trainable = {list(parts)}: {trained:,} of {total:,} parameters train; the rest "
+                           "are frozen and kept in eval mode (Lightning's warning of modules in eval mode at the "
+                           "start of training is expected)")
+        return frozen
+
+    def train(self, mode: bool = True) -> AutoencoderModule:
+        """Lightning's switch between training and eval mode, the frozen parts kept in eval mode."""
+        super().train(mode)
+        for module in getattr(self, "_frozen", ()):
+            module.training = False
+        return self
 
     def schedule_step(self) -> int:
         """The step the β schedule is read at: the trainer's, or, when testing (or validating) weights loaded from a
@@ -211,7 +250,8 @@ class AutoencoderModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.model.parameters())
+        params = [p for p in self.model.parameters() if p.requires_grad]  # (not the frozen parts')
+        optimizer = instantiate(self.hparams.optimizer)(params=params)
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)

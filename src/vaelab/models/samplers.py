@@ -67,7 +67,8 @@ class GaussianMixtureSampler(nn.Module):
         return self.weights.numel() > 0
 
     def available_for(self, model: Any) -> bool:
-        return True
+        """For a continuous code (not VQ-VAE's grid of codebook vectors: its prior over indices samples it)."""
+        return bool(model.code.continuous)
 
     def fit(self, codes: torch.Tensor) -> None:
         """Fit the mixture on ``codes`` ``(N, d)`` (at least ``n_components`` of them)."""

@@ -1,5 +1,5 @@
-"""The results table on real data (docs/results.md): each row one ``experiment=`` config, trained, evaluated and compared with
-the published figure it stands next to.
+"""The results table on real data (docs/results.md): each row one ``experiment=`` config, trained, evaluated and
+compared with the published figure it stands next to.
 
 :data:`ROWS` says what each row runs. :func:`run_row` trains it with ``src/train.py`` and evaluates the tested
 checkpoint with ``src/eval.py`` (each in its own process, timed), into ``<out>/<row key>/{train,eval}``;

@@ -33,7 +33,7 @@ IW_BUDGET = 2**21
 UNITS = {
     "neg_elbo": "nats/image  (−ELBO = recon + KL)",
     "recon": "nats/image  (−log p(x|z), one z per image)",
-    "kl": "nats/image  (KL(q(z|x) ‖ N(0, I)))",
+    "kl": "nats/image  (KL(q(z|x) ‖ p(z)))",
     "bits_per_dim": "bits/dim    (−ELBO)",
     "neg_iw_bound": "nats/image  (−L_K, Burda et al. 2016: ≥ −log p(x))",
     "iw_bits_per_dim": "bits/dim    (−L_K)",
