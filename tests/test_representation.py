@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
+from torch import nn
 
 from vaelab.metrics.representation import (
     clustering_agreement,
     knn_accuracy,
     linear_probe_accuracy,
     representation_metrics,
+    representation_scores,
 )
 
 K = 10
@@ -204,3 +206,69 @@ def test_factors_are_scored_one_by_one_and_averaged():
 def test_bad_input_gets_one_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A model's code on a DataModule
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class LabelImages:
+    """A stand-in DataModule: an "image" is a uint8 row (one-hot label…, split id) shaped ``(N, 1, 1, K + 1)``."""
+
+    eval_batch_size = 128
+
+    def __init__(self) -> None:
+        self.splits = {}
+        for sid, (split, n) in enumerate([("train", 400), ("val", 100), ("test", 300)]):
+            labels = balanced_labels(n, sid)
+            rows = np.concatenate([one_hot(labels), np.full((n, 1), sid)], axis=1).astype(np.uint8)
+            self.splits[split] = (torch.from_numpy(rows).reshape(n, 1, 1, -1), torch.from_numpy(labels))
+        self.asked: list[str] = []
+
+    def setup(self) -> None:
+        pass
+
+    def convert(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float()
+
+
+class Spy(dict):
+    def __init__(self, owner, *args):
+        super().__init__(*args)
+        self.owner = owner
+
+    def __getitem__(self, key):
+        self.owner.asked.append(key)
+        return super().__getitem__(key)
+
+
+class EmbedModel(nn.Module):
+    """embed(x) is the one-hot label; encode(x) is a constant (what a model without embed would be scored on)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.seen: set[int] = set()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(len(x), -1)
+        self.seen.update(int(i) for i in rows[:, -1].unique())
+        return rows[:, :-1]
+
+    def encode(self, x: torch.Tensor):
+        return torch.zeros(len(x), 3), None
+
+
+@pytest.mark.parametrize(("split", "fit_split"), [("test", "train"), ("val", "train"), ("test", "val")])
+def test_a_models_code_is_fitted_and_scored_on_the_splits_asked_for(split, fit_split):
+    """Catches fitting or scoring on another split than asked (a spy on the splits and on the images encoded), and
+    scoring encode(x)[0] where the model has embed (here a constant: chance, not 1)."""
+    data, model = LabelImages(), EmbedModel()
+    data.splits = Spy(data, data.splits)
+    out = representation_scores(model, data, split, fit_split=fit_split, max_fit=150, clustering=False)
+    assert out == {"linear_probe": 1.0, "knn": 1.0}
+    assert sorted(data.asked) == sorted([split, fit_split])
+    assert model.seen == {["train", "val", "test"].index(s) for s in (split, fit_split)}
+    with pytest.raises(ValueError, match="split must be"):
+        representation_scores(model, data, "validation")

@@ -32,7 +32,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["clustering_agreement", "knn_accuracy", "linear_probe_accuracy", "representation_metrics"]
+__all__ = [
+    "clustering_agreement",
+    "knn_accuracy",
+    "linear_probe_accuracy",
+    "representation_metrics",
+    "representation_scores",
+]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -227,3 +233,53 @@ def representation_metrics(
     if n_factors > 1:
         out.update({f"{key}_{name}": s[key] for name, s in per_factor.items() for key in keys})
     return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A model's code on a DataModule
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _sample(images: Any, labels: Any, limit: int | None, rng: np.random.Generator) -> tuple[Any, Any]:
+    """At most ``limit`` of the images and labels, drawn without replacement in their original order."""
+    if limit is None or len(images) <= limit:
+        return images, labels
+    import torch
+
+    kept = torch.from_numpy(np.sort(rng.choice(len(images), size=int(limit), replace=False)))
+    return images[kept.to(images.device)], labels[kept.to(labels.device)]
+
+
+def representation_scores(
+    model: Any,
+    datamodule: Any,
+    split: str = "test",
+    *,
+    fit_split: str = "train",
+    max_fit: int | None = None,
+    max_score: int | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+    **options: Any,
+) -> dict[str, float]:
+    """:func:`representation_metrics` of ``model``'s deterministic code (``embed(x)``, else ``encode(x)[0]``: μ, an
+    AE's code; :func:`vaelab.metrics.factors.encode_means`) on ``datamodule``: fitted on ``fit_split`` (at most
+    ``max_fit`` images, drawn with ``seed``) and scored on ``split`` (at most ``max_score``). Factor labels are
+    named by the DataModule's ``factor_names`` when it has them. ``options`` go to :func:`representation_metrics`.
+    """
+    from vaelab.metrics.factors import encode_means
+
+    for name, value in (("split", split), ("fit_split", fit_split)):
+        if value not in ("train", "val", "test"):
+            raise ValueError(f"{name} must be train, val or test, got {value!r}")
+    if not datamodule.splits:
+        datamodule.setup()
+    rng = np.random.default_rng(seed)
+    batch_size = int(batch_size or getattr(datamodule, "eval_batch_size", 1000))
+    fit_images, fit_labels = _sample(*datamodule.splits[fit_split], max_fit, rng)
+    score_images, score_labels = _sample(*datamodule.splits[split], max_score, rng)
+    fit_codes = encode_means(model, fit_images, datamodule, batch_size)
+    score_codes = encode_means(model, score_images, datamodule, batch_size)
+    if getattr(score_labels, "ndim", 1) == 2 and "factor_names" not in options:
+        options["factor_names"] = getattr(datamodule, "factor_names", None)
+    return representation_metrics(fit_codes, _to_numpy(fit_labels), score_codes, _to_numpy(score_labels), **options)
