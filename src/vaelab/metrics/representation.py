@@ -19,6 +19,10 @@ scikit-learn's; what is written here is the protocol: which split fits, which sc
   Strehl & Ghosh 2002; Vinh, Epps & Bailey 2010) and the adjusted Rand index (Hubert & Arabie 1985). Unscaled, for
   the reason above; invariant to a global scale, a shift and a rotation.
 
+The logistic regression and k-means run with one BLAS/OpenMP thread (``threadpoolctl``, a scikit-learn
+dependency): on a CPU shared with other jobs their worker threads otherwise spin-wait for cores (docs/metrics.md
+has the times).
+
 Chance levels: a code independent of the labels scores, in expectation, Σ_c p_train-predicted(c) p_test(c) on the
 two accuracies (1/K for K balanced classes), 0 ARI, and an NMI of about (K − 1)² / (2 N H) (the plug-in bias of the
 mutual information of two independent K-way partitions of N points, Treves & Panzeri 1995, over their entropy H).
@@ -97,6 +101,13 @@ def _single_column(labels: np.ndarray, fn: str) -> np.ndarray:
     return labels[:, 0]
 
 
+def _one_thread():
+    """A context in which BLAS and OpenMP use one thread (see the module docstring)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both splits standardised with the train split's mean and std per dim (a constant dim is only centred)."""
     mean = train.mean(axis=0)
@@ -133,7 +144,7 @@ def linear_probe_accuracy(
     if classes.size == 1:
         return float(np.mean(y_test == classes[0]))
     probe = LogisticRegression(C=C, max_iter=int(max_iter))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_thread():
         warnings.filterwarnings("ignore", message=".*lbfgs failed to converge.*")
         probe.fit(x_train, y_train)
     return float(np.mean(probe.predict(x_test) == y_test))
@@ -174,7 +185,7 @@ def clustering_agreement(
     n_clusters = int(np.unique(y).size) if n_clusters is None else n_clusters
     if isinstance(n_clusters, bool) or not isinstance(n_clusters, int | np.integer) or not 1 <= n_clusters <= len(x):
         raise ValueError(f"n_clusters must be an integer between 1 and the {len(x)} codes, got {n_clusters!r}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_thread():
         warnings.filterwarnings("ignore", message=".*Number of distinct clusters.*")
         clusters = KMeans(n_clusters=int(n_clusters), n_init=int(n_init), random_state=seed).fit_predict(x)
     return {
