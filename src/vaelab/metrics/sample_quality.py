@@ -5,7 +5,7 @@ The feature space is the penultimate layer of a small digit classifier trained h
 distance** (``fcd``) and is not comparable with published FIDs; it compares models measured with the same network.
 
 * :func:`frechet_distance`: the squared Fréchet (2-Wasserstein) distance between the Gaussians fitted to two sets
-  of features (Dowson & Landau 1982; the FID of Heusel et al. 2017, eq. 6, on other features),
+  of features (Dowson & Landau 1982; the FID of Heusel et al. 2017, on other features),
   d² = ‖μ_a − μ_b‖² + tr(Σ_a + Σ_b − 2 (Σ_a^½ Σ_b Σ_a^½)^½). The eigenvalues of Σ_a^½ Σ_b Σ_a^½ (those of
   Σ_a Σ_b) are the squared singular values of Σ_a^½ Σ_b^½, so tr (Σ_a^½ Σ_b Σ_a^½)^½ is computed as the sum of
   those singular values: no non-symmetric matrix square root, no squaring of small eigenvalues, and the same value
@@ -13,9 +13,9 @@ distance** (``fcd``) and is not comparable with published FIDs; it compares mode
   0 for equal sets, and biased upwards for finite sets (the floor two samples of one distribution score).
 * :func:`precision_recall`: the improved precision and recall of Kynkäänniemi et al. (2019), sec. 3: the
   reference manifold is the union of balls around each reference feature with the distance to its ``k``-th
-  nearest other reference feature as radius (eq. 1–2); precision is the fraction of samples inside the reference
-  manifold, recall the fraction of reference features inside the samples' manifold (eq. 3–4). k = 3 as in the
-  paper. Both are 1 for equal sets.
+  nearest other reference feature as radius; precision is the fraction of samples inside the reference manifold,
+  recall the fraction of reference features inside the samples' manifold. k = 3 as in the paper. Both are 1 for
+  equal sets.
 * :func:`sample_quality`: both, for two image sets through a feature network.
 """
 
