@@ -424,3 +424,62 @@ def test_dci_is_nearly_invariant_to_permuting_and_rescaling_dims(data):
     base = dci_scores(z, f)["disentanglement"]
     assert dci_scores(z[:, PERM], f)["disentanglement"] == pytest.approx(base, abs=0.01)
     assert dci_scores(z * SCALES + SHIFTS, f)["disentanglement"] == pytest.approx(base, abs=0.01)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# disentanglement_lib's choices (the default protocol of vaelab.metrics.factors)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_sap_svm_follows_disentanglement_libs_recipe(data):
+    """A LinearSVC(C=0.01, class_weight="balanced") per (dim, factor) on the raw 1-D code, scored by plain accuracy on
+    the same held-out part as the threshold classifier. Catches balanced accuracy in place of plain accuracy, a
+    standardised code and another C."""
+    from sklearn.svm import LinearSVC
+
+    codes, factors = data["rotated"][:600] * [3.0, 0.2, 1.0, 10.0], data["factors"][:600]
+    matrix = sap_score_matrix(codes, factors, classifier="svm", rng=0, test_fraction=0.5)
+    perm = np.random.default_rng(0).permutation(600)
+    test, train = perm[:300], perm[300:]
+    expected = np.zeros((4, 4))
+    for j in range(4):
+        for k in range(4):
+            svm = LinearSVC(C=0.01, class_weight="balanced").fit(codes[train, j : j + 1], factors[train, k])
+            expected[j, k] = np.mean(svm.predict(codes[test, j : j + 1]) == factors[test, k])
+    np.testing.assert_allclose(matrix, expected, atol=1e-12)
+
+
+def test_sap_of_an_axis_aligned_code_under_each_classifier(data):
+    """The threshold classifier's ceiling is mean(1 − 1/K) (0.85 here); a one-vs-rest linear SVM on one dim picks
+    out only the values near the ends of the axis, so the same perfect code scores far lower (docs/metrics.md)."""
+    threshold = sap_score(data["axis"], data["factors"], classifier="threshold")
+    svm = sap_score(data["axis"], data["factors"], classifier="svm")
+    assert threshold > 0.8 and svm < threshold - 0.3
+    with pytest.raises(ValueError, match="classifier must be one of"):
+        sap_score(data["axis"], data["factors"], classifier="tree")
+
+
+def test_dci_with_gradient_boosting_orders_axis_and_mixed_codes():
+    rng = np.random.default_rng(11)
+    factors = rng.integers(0, [2, 3], size=(200, 2))
+    axis = standardise(factors, (2, 3)) + NOISE * rng.standard_normal((200, 2))
+    mixed = axis @ (np.array([[1, 1], [1, -1]]) / np.sqrt(2)).T
+    good = dci_scores(axis, factors, predictor="gradient_boosting")
+    bad = dci_scores(mixed, factors, predictor="gradient_boosting")
+    assert good["disentanglement"] > 0.9 and good["completeness"] > 0.9 and good["informativeness"] > 0.99
+    np.testing.assert_allclose(good["importance"].sum(axis=0), 1.0)
+    assert bad["disentanglement"] < 0.5 and bad["completeness"] < 0.5
+    with pytest.raises(ValueError, match="predictor must be one of"):
+        dci_scores(axis, factors, predictor="lasso")
+
+
+def test_the_protocols_are_named_and_unknown_ones_refused():
+    from vaelab.metrics.disentanglement import PROTOCOLS, get_protocol
+
+    assert set(PROTOCOLS) == {"disentanglement_lib", "vaelab"}
+    lib = get_protocol("disentanglement_lib")
+    assert (lib.sap_classifier, lib.dci_predictor, lib.factor_vae["batch_size"], lib.factor_vae["prune_threshold"]) == (
+        "svm", "gradient_boosting", 64, 0.05)
+    assert get_protocol(lib) is lib
+    with pytest.raises(ValueError, match="unknown disentanglement protocol"):
+        get_protocol("paper")

@@ -113,7 +113,8 @@ def test_train_and_eval_write_the_scores_into_metrics_json(tmp_path, capsys):
         for name in SCORES:
             assert 0.0 <= record[split][f"{split}/{name}"] <= 1.0, (split, name)
 
-    cfg = compose_eval(tmp_path, [f"ckpt_path={record['test_ckpt']}", "iw_k=0",
+    # (eval.py's DCI uses the protocol's gradient-boosted trees by default, training a small forest: the same here)
+    cfg = compose_eval(tmp_path, [f"ckpt_path={record['test_ckpt']}", "iw_k=0", "disentanglement.dci_predictor=forest",
                                   *(f"disentanglement.factor_vae.{k}={v}" for k, v in FEW_VOTES.items())])
     run_evaluation(cfg)
     result = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -38,6 +38,10 @@ class DisentanglementMetrics(Callback):
             :data:`vaelab.metrics.factors.DEFAULT_FACTOR_VAE`.
         dci: also compute the DCI scores.
         test: also score when testing (``test/mig`` …).
+        protocol: ``disentanglement_lib`` (comparable with Locatello et al. 2019) or ``vaelab`` (see
+            :func:`~vaelab.metrics.factors.disentanglement_metrics`).
+        dci_predictor: the DCI importance model (None: the protocol's; ``forest``: a small random forest, about a
+            second, where the protocol's gradient-boosted trees take about a minute a scoring on a CPU).
     """
 
     def __init__(
@@ -48,6 +52,8 @@ class DisentanglementMetrics(Callback):
         factor_vae: Mapping[str, Any] | None = None,
         dci: bool = True,
         test: bool = True,
+        protocol: str = "disentanglement_lib",
+        dci_predictor: str | None = "forest",
     ) -> None:
         super().__init__()
         if every_n_epochs < 1 or num_samples < 2:
@@ -55,6 +61,7 @@ class DisentanglementMetrics(Callback):
         self.every_n_epochs, self.num_samples, self.seed = int(every_n_epochs), int(num_samples), int(seed)
         self.factor_vae = dict(factor_vae or {})
         self.dci, self.test = bool(dci), bool(test)
+        self.protocol, self.dci_predictor = protocol, dci_predictor
         #: seconds the last scoring took (on rank 0), for the curious and for the tests
         self.last_seconds: float | None = None
 
@@ -72,7 +79,7 @@ class DisentanglementMetrics(Callback):
             start = time.perf_counter()
             metrics = disentanglement_metrics(
                 getattr(pl_module, "model", pl_module), datamodule, split, num_samples=self.num_samples, seed=self.seed,
-                factor_vae=self.factor_vae, dci=self.dci,
+                factor_vae=self.factor_vae, dci=self.dci, protocol=self.protocol, dci_predictor=self.dci_predictor,
             )
             self.last_seconds = time.perf_counter() - start
             log.debug("disentanglement scores on %s in %.2f s: %s", split, self.last_seconds, metrics)

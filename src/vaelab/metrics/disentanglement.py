@@ -7,6 +7,14 @@ array of latent codes (for a VAE, the posterior means), ``factors`` an ``(N, F)`
 
 Every score is in ``[0, 1]``, higher meaning more disentangled. Information is in nats.
 
+Where the papers and disentanglement_lib (the library behind the large published studies, Locatello et al. 2019)
+differ, both are offered, and :data:`PROTOCOLS` names the two sets of choices: ``disentanglement_lib`` (SAP from a
+1-D linear SVM and plain accuracy, FactorVAE batches of 64 with dims pruned below a std of 0.05, DCI importances
+from gradient-boosted trees) and ``vaelab`` (SAP from class-mean thresholds and balanced accuracy as Kumar et al.'s
+paper describes it, FactorVAE batches of 32 pruned at 1e-6, DCI from a small random forest: what vaelab scored
+before). MIG is disentanglement_lib's histogram estimate in both (Chen et al.'s own sampled estimator of I(z_j; v_k)
+from q(z | x) is not implemented).
+
 References:
     Chen, Li, Grosse & Duvenaud (2018), *Isolating Sources of Disentanglement in Variational Autoencoders*,
     NeurIPS (MIG).
@@ -23,18 +31,24 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "PROTOCOLS",
+    "DisentanglementProtocol",
+    "dci_from_importance",
     "dci_scores",
     "discrete_entropy",
     "discrete_mutual_information",
     "discretize",
     "factor_vae_details",
     "factor_vae_score",
+    "get_protocol",
     "mutual_information_gap",
     "mutual_information_matrix",
     "sap_score",
@@ -42,6 +56,50 @@ __all__ = [
 ]
 
 RandomState = np.random.Generator | int
+
+
+@dataclass(frozen=True)
+class DisentanglementProtocol:
+    """The choices a score's value depends on beyond its definition, named so a table can say which it follows.
+
+    Attributes:
+        name: ``disentanglement_lib`` or ``vaelab``.
+        sap_classifier: ``svm`` (disentanglement_lib: ``LinearSVC(C=0.01, class_weight="balanced")`` on the raw
+            1-D code, plain test accuracy) or ``threshold`` (Kumar et al. 2018, sec. 3: class-mean thresholds,
+            balanced accuracy); see :func:`sap_score_matrix`.
+        factor_vae: :func:`factor_vae_details` options (``batch_size``, ``prune_threshold``,
+            ``n_variance_estimate``). The vote counts are left to the caller: they set the cost and the noise.
+        dci_predictor: ``gradient_boosting`` (disentanglement_lib: scikit-learn's ``GradientBoostingClassifier``
+            with its defaults) or ``forest`` (10 trees of depth 8); see :func:`dci_scores`.
+        test_fraction: the part of the codes SAP and DCI score on (disentanglement_lib: 5,000 of 10,000 + 5,000).
+    """
+
+    name: str
+    sap_classifier: str
+    factor_vae: dict[str, Any] = field(default_factory=dict)
+    dci_predictor: str = "forest"
+    test_fraction: float = 0.5
+
+
+#: the two protocols; ``disentanglement_lib`` is comparable with the published large studies (Locatello et al. 2019)
+PROTOCOLS: dict[str, DisentanglementProtocol] = {
+    "disentanglement_lib": DisentanglementProtocol(
+        "disentanglement_lib", "svm", {"batch_size": 64, "prune_threshold": 0.05, "n_variance_estimate": 10_000},
+        "gradient_boosting", 1 / 3,
+    ),
+    "vaelab": DisentanglementProtocol(
+        "vaelab", "threshold", {"batch_size": 32, "prune_threshold": 1e-6, "n_variance_estimate": 2000}, "forest", 0.5,
+    ),
+}
+
+
+def get_protocol(protocol: str | DisentanglementProtocol) -> DisentanglementProtocol:
+    """The protocol named ``protocol`` (a :class:`DisentanglementProtocol` passes through), or a ValueError."""
+    if isinstance(protocol, DisentanglementProtocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown disentanglement protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -423,38 +481,73 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
 
 
+SAP_CLASSIFIERS = ("svm", "threshold")
+
+
+def _sap_threshold_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                          n_classes: int) -> float:
+    """Balanced test accuracy of the nearest-class-mean (midpoint threshold) classifier on one code dim."""
+    counts = np.bincount(y_train, minlength=n_classes)
+    seen = np.flatnonzero(counts > 0)
+    means = np.bincount(y_train, weights=x_train, minlength=n_classes)[seen] / counts[seen]
+    pred = seen[np.argmin(np.abs(x_test[:, None] - means[None, :]), axis=1)]
+    return _balanced_accuracy(y_test, pred)
+
+
+def _sap_svm_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Plain test accuracy of disentanglement_lib's ``LinearSVC(C=0.01, class_weight="balanced")`` on one code dim."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    if np.unique(y_train).size < 2:  # a single train class: it is predicted everywhere
+        return float(np.mean(y_test == y_train[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm = LinearSVC(C=0.01, class_weight="balanced").fit(x_train[:, None], y_train)
+    return float(np.mean(svm.predict(x_test[:, None]) == y_test))
+
+
 def sap_score_matrix(
     codes: Any,
     factors: Any,
     *,
     test_fraction: float = 0.5,
     rng: RandomState = 0,
+    classifier: str = "threshold",
 ) -> np.ndarray:
-    """The ``(D, F)`` SAP score matrix: test balanced accuracy of predicting factor k from code dim j alone.
+    """The ``(D, F)`` SAP score matrix: how well factor k is predicted from code dim j alone, on held-out codes.
 
-    Kumar et al. (2018), sec. 3, for discrete factors: for each (j, k) a threshold classifier of v_k from the
-    single input z_j is fitted on a random train part of the samples and scored on the rest (``test_fraction``).
-    The classifier assigns z_j to the factor value whose train mean of z_j is nearest, i.e. its thresholds are the
-    midpoints between adjacent class means (for a binary factor, one threshold; for K values, up to K − 1, so a
-    dim that orders the values separates all of them). It treats classes alike (no class prior) and the score is
-    the balanced accuracy (mean per-class recall over the classes in the test part): chance level is 1/K for a
-    factor with K values whatever their frequencies. A value missing from the train part is never predicted.
+    Kumar et al. (2018), sec. 3, for discrete factors: for each (j, k) a classifier of v_k from the single input
+    z_j is fitted on a random train part of the samples and scored on the rest (``test_fraction``). The paper
+    leaves the classifier open; two are offered (see :data:`PROTOCOLS`):
+
+    * ``threshold``: z_j is assigned to the factor value whose train mean of z_j is nearest, i.e. the thresholds
+      are the midpoints between adjacent class means (for K values up to K − 1 thresholds, so a dim that orders the
+      values separates all of them), scored by balanced accuracy (mean per-class recall over the classes in the
+      test part): chance is 1/K whatever the class frequencies. Invariant to rescaling a dim.
+    * ``svm``: disentanglement_lib's ``LinearSVC(C=0.01, class_weight="balanced")`` on the raw z_j, one-vs-rest,
+      scored by plain accuracy. In one dimension a one-vs-rest linear classifier can only pick out the values at
+      the two ends of the axis, so a dim that orders K > 2 values scores well below 1; and the small C penalises
+      the weight (and liblinear's intercept) on the raw scale, so the score changes when a dim is rescaled.
+
+    A value missing from the train part is never predicted.
     """
     codes = _check_codes(codes)
     factors = _check_factors(factors, codes.shape[0])
     test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if classifier not in SAP_CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {', '.join(SAP_CLASSIFIERS)}, got {classifier!r}")
     train, test = _split(codes.shape[0], test_fraction, _rng(rng))
     d, f = codes.shape[1], factors.shape[1]
     scores = np.zeros((d, f))
     for k in range(f):
         y_train, y_test = factors[train, k], factors[test, k]
         n_classes = int(factors[:, k].max()) + 1
-        counts = np.bincount(y_train, minlength=n_classes)
-        seen = np.flatnonzero(counts > 0)
         for j in range(d):
-            means = np.bincount(y_train, weights=codes[train, j], minlength=n_classes)[seen] / counts[seen]
-            pred = seen[np.argmin(np.abs(codes[test, j, None] - means[None, :]), axis=1)]
-            scores[j, k] = _balanced_accuracy(y_test, pred)
+            if classifier == "threshold":
+                scores[j, k] = _sap_threshold_scores(codes[train, j], y_train, codes[test, j], y_test, n_classes)
+            else:
+                scores[j, k] = _sap_svm_scores(codes[train, j], y_train, codes[test, j], y_test)
     return scores
 
 
@@ -464,13 +557,15 @@ def sap_score(
     *,
     test_fraction: float = 0.5,
     rng: RandomState = 0,
+    classifier: str = "threshold",
 ) -> float:
     """The Separated Attribute Predictability (SAP) score of ``codes`` with respect to the discrete ``factors``.
 
     Kumar et al. (2018), sec. 3: from the ``(D, F)`` matrix of how well each code dim alone predicts each factor
-    (:func:`sap_score_matrix`: test balanced accuracy of a 1-D threshold classifier), SAP is the mean over
-    factors of the difference between the top two dims' scores. A perfect axis-aligned code therefore scores
-    about 1 − 1/K (the runner-up dim predicts at chance, 1/K, for a factor with K values), not 1.
+    (:func:`sap_score_matrix`, with its ``classifier``), SAP is the mean over factors of the difference between the
+    top two dims' scores. With ``threshold`` a perfect axis-aligned code therefore scores about 1 − 1/K (the
+    runner-up dim predicts at chance, 1/K, for a factor with K values), not 1; with ``svm`` far less (docs/metrics.md
+    gives the values measured).
 
     Rules:
         * Constant factors are left out of the mean; a ValueError is raised if every factor is constant.
@@ -482,7 +577,7 @@ def sap_score(
     varying = _varying_factors(factors)
     if codes.shape[1] == 1:
         codes = np.concatenate([codes, np.zeros_like(codes)], axis=1)
-    scores = sap_score_matrix(codes, factors[:, varying], test_fraction=test_fraction, rng=rng)
+    scores = sap_score_matrix(codes, factors[:, varying], test_fraction=test_fraction, rng=rng, classifier=classifier)
     return float(np.mean(_top_two_gap(scores, missing_runner_up=0.0)))
 
 
@@ -498,41 +593,92 @@ def _one_minus_entropy(p: np.ndarray, axis: int, base: int) -> np.ndarray:
     return 1.0 + terms.sum(axis=axis) / math.log(base)
 
 
+DCI_PREDICTORS = ("forest", "gradient_boosting")
+
+
+def dci_from_importance(importance: Any) -> dict[str, float]:
+    """DCI disentanglement and completeness of a ``(D, F)`` importance matrix R (R_jk >= 0: how much code dim j
+    matters for predicting factor k).
+
+    Eastwood & Williams (2018), sec. 3, with P_jk = R_jk / Σ_k' R_jk' (each dim's row normalised to sum to 1):
+
+    * disentanglement D = Σ_j ρ_j (1 − H_F(P_j·)), the entropy in log base F (the number of factors) and the
+      weights ρ_j = Σ_k R_jk / Σ R (eq. 1–2); dims with no importance get weight 0;
+    * completeness C = Σ_k ρ̃_k (1 − H_D(P̃_·k)) with P̃_jk = R_jk / Σ_j' R_j'k, the entropy in log base D (the
+      number of code dims) and weights ρ̃_k = Σ_j R_jk / Σ R (eq. 3; the weighting of disentanglement_lib).
+
+    With one factor, disentanglement is 1; with one code dim, completeness is 1; if no dim has any importance,
+    both are 0.
+    """
+    importance = _to_numpy(importance).astype(np.float64)
+    if importance.ndim != 2 or importance.size == 0:
+        raise ValueError(f"importance must be a non-empty (D, F) matrix, got shape {importance.shape}")
+    if not np.isfinite(importance).all() or (importance < 0).any():
+        raise ValueError("importance must be finite and non-negative")
+    d, f = importance.shape
+    total = importance.sum()
+    if total <= 0:
+        return {"disentanglement": 0.0, "completeness": 0.0}
+    per_dim = importance.sum(axis=1)
+    per_factor = importance.sum(axis=0)
+    if f == 1:
+        disentanglement = 1.0
+    else:
+        used = per_dim > 0
+        p = importance[used] / per_dim[used, None]
+        disentanglement = float(np.sum(per_dim[used] / total * _one_minus_entropy(p, axis=1, base=f)))
+    if d == 1:
+        completeness = 1.0
+    else:
+        used = per_factor > 0
+        p = importance[:, used] / per_factor[None, used]
+        completeness = float(np.sum(per_factor[used] / total * _one_minus_entropy(p, axis=0, base=d)))
+    return {"disentanglement": disentanglement, "completeness": completeness}
+
+
+def _predictor(name: str, n_estimators: int, max_depth: int | None) -> Any:
+    if name == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(
+            n_estimators=n_estimators, max_depth=max_depth, max_features=None, random_state=0, n_jobs=1
+        )
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    return GradientBoostingClassifier(random_state=0)
+
+
 def dci_scores(
     codes: Any,
     factors: Any,
     *,
     test_fraction: float = 0.5,
     rng: RandomState = 0,
+    predictor: str = "forest",
     n_estimators: int = 10,
     max_depth: int | None = 8,
 ) -> dict[str, Any]:
     """DCI disentanglement, completeness and informativeness of ``codes`` with respect to the discrete ``factors``.
 
-    Eastwood & Williams (2018), sec. 3–4: for each factor k a predictor of v_k from the whole code is fitted on a
-    random train part; R_jk is the importance of code dim j for factor k (here: the impurity-based feature
-    importances of a small random forest classifier, ``n_estimators`` trees of depth at most ``max_depth``, in
-    place of the paper's lasso or random-forest regressors). With P_jk = R_jk / Σ_k' R_jk',
+    Eastwood & Williams (2018), sec. 3–4: for each factor k a classifier of v_k from the whole code is fitted on a
+    random train part; R_jk is the importance of code dim j for factor k, its impurity-based feature importance
+    (the paper uses lasso or random-forest regressors). ``predictor`` is ``forest`` (a small random forest,
+    ``n_estimators`` trees of depth at most ``max_depth``) or ``gradient_boosting`` (disentanglement_lib's
+    ``GradientBoostingClassifier`` with scikit-learn's defaults: 100 stages of depth-3 trees; far slower).
+    Disentanglement and completeness follow from R (:func:`dci_from_importance`); informativeness is the mean over
+    factors of the classifier's test accuracy (the paper reports the error, 1 − this).
 
-    * disentanglement D = Σ_j ρ_j (1 − H_F(P_j·)), with entropy in log base F and weights ρ_j = Σ_k R_jk / Σ R
-      (eq. 1–2 of the paper); dims with no importance get weight 0;
-    * completeness C = Σ_k ρ̃_k (1 − H_D(P̃_·k)) with P̃_jk = R_jk / Σ_j' R_j'k, entropy in log base D and
-      weights ρ̃_k = Σ_j R_jk / Σ R (eq. 3; the weighting of disentanglement_lib);
-    * informativeness = mean over factors of the predictor's test accuracy (the paper reports the error,
-      1 − this).
-
-    Constant factors are left out (ValueError if none remain). With one remaining factor, disentanglement is 1;
-    with one code dim, completeness is 1. If no dim has any importance (e.g. constant codes), both are 0.
+    Constant factors are left out (ValueError if none remain).
 
     Returns a dict with ``disentanglement``, ``completeness``, ``informativeness`` and ``importance`` (the ``(D,
     F')`` matrix R over the F' varying factors, each column summing to 1 or all zero).
     """
-    from sklearn.ensemble import RandomForestClassifier
-
     codes = _check_codes(codes)
     factors = _check_factors(factors, codes.shape[0])
     factors = factors[:, _varying_factors(factors)]
     test_fraction = _check_fraction(test_fraction, "test_fraction")
+    if predictor not in DCI_PREDICTORS:
+        raise ValueError(f"predictor must be one of {', '.join(DCI_PREDICTORS)}, got {predictor!r}")
     n_estimators = _check_positive_int(n_estimators, "n_estimators")
     if max_depth is not None:
         max_depth = _check_positive_int(max_depth, "max_depth")
@@ -541,33 +687,8 @@ def dci_scores(
     importance = np.zeros((d, f))
     accuracy = np.zeros(f)
     for k in range(f):
-        forest = RandomForestClassifier(
-            n_estimators=n_estimators, max_depth=max_depth, max_features=None, random_state=0, n_jobs=1
-        )
-        forest.fit(codes[train], factors[train, k])
-        importance[:, k] = forest.feature_importances_
-        accuracy[k] = float(np.mean(forest.predict(codes[test]) == factors[test, k]))
-    total = importance.sum()
-    if total <= 0:
-        disentanglement = completeness = 0.0
-    else:
-        per_dim = importance.sum(axis=1)
-        per_factor = importance.sum(axis=0)
-        if f == 1:
-            disentanglement = 1.0
-        else:
-            used = per_dim > 0
-            p = importance[used] / per_dim[used, None]
-            disentanglement = float(np.sum(per_dim[used] / total * _one_minus_entropy(p, axis=1, base=f)))
-        if d == 1:
-            completeness = 1.0
-        else:
-            used = per_factor > 0
-            p = importance[:, used] / per_factor[None, used]
-            completeness = float(np.sum(per_factor[used] / total * _one_minus_entropy(p, axis=0, base=d)))
-    return {
-        "disentanglement": disentanglement,
-        "completeness": completeness,
-        "informativeness": float(np.mean(accuracy)),
-        "importance": importance,
-    }
+        model = _predictor(predictor, n_estimators, max_depth)
+        model.fit(codes[train], factors[train, k])
+        importance[:, k] = np.abs(model.feature_importances_)
+        accuracy[k] = float(np.mean(model.predict(codes[test]) == factors[test, k]))
+    return {**dci_from_importance(importance), "informativeness": float(np.mean(accuracy)), "importance": importance}
