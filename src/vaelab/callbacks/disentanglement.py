@@ -8,27 +8,18 @@ scalars), ``trainer.callback_metrics`` (and so ``metrics.json``'s ``val``/``test
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from lightning import Callback, LightningModule, Trainer
-
+from vaelab.callbacks.scores import ScoreCallback
 from vaelab.metrics.factors import disentanglement_metrics, has_factors
 
-log = logging.getLogger(__name__)
 
-
-class DisentanglementMetrics(Callback):
+class DisentanglementMetrics(ScoreCallback):
     """Log :func:`vaelab.metrics.factors.disentanglement_metrics` of the model at the end of every
     ``every_n_epochs``-th validation epoch (and of the last), and at the end of testing.
 
     A no-op (no cost, no error, nothing logged) when the DataModule has no factors (no ``factor_sizes``).
-
-    Under DDP rank 0 computes the scores on its own (the fixed sample and the rendered images are the same on every
-    rank) and broadcasts them; every rank then logs the same values, so ``sync_dist`` only averages equal numbers
-    and ModelCheckpoint sees the metric on every rank.
 
     Args:
         every_n_epochs: score at the end of every this many validation epochs (and at the last epoch).
@@ -55,43 +46,18 @@ class DisentanglementMetrics(Callback):
         protocol: str = "disentanglement_lib",
         dci_predictor: str | None = "forest",
     ) -> None:
-        super().__init__()
-        if every_n_epochs < 1 or num_samples < 2:
-            raise ValueError("every_n_epochs must be >= 1 and num_samples >= 2")
-        self.every_n_epochs, self.num_samples, self.seed = int(every_n_epochs), int(num_samples), int(seed)
+        super().__init__(every_n_epochs, test)
+        if num_samples < 2:
+            raise ValueError("num_samples must be >= 2")
+        self.num_samples, self.seed = int(num_samples), int(seed)
         self.factor_vae = dict(factor_vae or {})
-        self.dci, self.test = bool(dci), bool(test)
+        self.dci = bool(dci)
         self.protocol, self.dci_predictor = protocol, dci_predictor
-        #: seconds the last scoring took (on rank 0), for the curious and for the tests
-        self.last_seconds: float | None = None
 
-    def due(self, trainer: Trainer) -> bool:
-        """Every ``every_n_epochs``-th validation epoch, and the last (as the dashboards decide)."""
-        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        return last_epoch or (trainer.current_epoch + 1) % self.every_n_epochs == 0
-
-    def score(self, trainer: Trainer, pl_module: LightningModule, split: str) -> None:
-        datamodule = trainer.datamodule
+    def compute(self, model: Any, datamodule: Any, split: str) -> dict[str, float]:
         if not has_factors(datamodule):
-            return
-        metrics = None
-        if trainer.is_global_zero:
-            start = time.perf_counter()
-            metrics = disentanglement_metrics(
-                getattr(pl_module, "model", pl_module), datamodule, split, num_samples=self.num_samples, seed=self.seed,
-                factor_vae=self.factor_vae, dci=self.dci, protocol=self.protocol, dci_predictor=self.dci_predictor,
-            )
-            self.last_seconds = time.perf_counter() - start
-            log.debug("disentanglement scores on %s in %.2f s: %s", split, self.last_seconds, metrics)
-        if trainer.world_size > 1:
-            metrics = trainer.strategy.broadcast(metrics, src=0)
-        pl_module.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, sync_dist=True)
-
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.sanity_checking or not self.due(trainer):
-            return
-        self.score(trainer, pl_module, "val")
-
-    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.test:
-            self.score(trainer, pl_module, "test")
+            return {}
+        return disentanglement_metrics(
+            model, datamodule, split, num_samples=self.num_samples, seed=self.seed, factor_vae=self.factor_vae,
+            dci=self.dci, protocol=self.protocol, dci_predictor=self.dci_predictor,
+        )

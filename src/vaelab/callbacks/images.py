@@ -23,6 +23,9 @@ __all__ = ["LatentTraversal", "PriorSamples", "ReconstructionGrid", "image_grid"
 
 log = logging.getLogger(__name__)
 
+#: the sample-quality scores the samples view shows in its title, when they were logged (val/fcd, …)
+SAMPLE_SCORES = {"fcd": "FCD", "precision": "precision", "recall": "recall"}
+
 
 class ReconstructionGrid(DashboardCallback):
     """``<split>/reconstructions``: rows of inputs, each above the row of its reconstructions, labelled ``input``
@@ -55,7 +58,9 @@ class ReconstructionGrid(DashboardCallback):
 
 
 class PriorSamples(DashboardCallback):
-    """``<split>/samples``: images decoded from the same draws each epoch, from the code's prior (``sampler=prior``:
+    """``<split>/samples``: images decoded from the same draws each epoch, titled with the latest sample-quality scores
+    when ``callbacks.sample_quality`` logged them (``FCD 41.2 · precision 0.81 · recall 0.46``), from the code's
+    prior (``sampler=prior``:
     z ~ N(0, I) for a VAE, VQ-VAE's uniform or learned prior over its code grid) or from a Gaussian mixture fitted on
     the codes of the first ``fit_images`` training images before each drawing (``sampler=gmm``,
     :class:`~vaelab.models.samplers.GaussianMixtureSampler`: an autoencoder can generate too). Nothing for a code
@@ -66,8 +71,12 @@ class PriorSamples(DashboardCallback):
         self.nrow, self.min_side = nrow, min_side
         self.sampler = sampler
         self._said = False
+        self._scores: dict[str, float] = {}
 
     def draw_now(self, trainer, pl_module, step: int | None = None) -> None:
+        # the latest sample-quality scores (callbacks.sample_quality), for the card's title
+        metrics = getattr(trainer, "callback_metrics", {}) or {}
+        self._scores = {name: float(metrics[f"val/{name}"]) for name in SAMPLE_SCORES if f"val/{name}" in metrics}
         model = getattr(pl_module, "model", pl_module)
         if self.sampler is not None and self.sampler.needs_fit:
             n = getattr(self.sampler, "fit_images", 10_000)
@@ -91,7 +100,13 @@ class PriorSamples(DashboardCallback):
             return
         samples = module.sample(self.num_images, sampler=self.sampler)  # the base class seeded the RNG
         grid = image_grid(samples, self.nrow, self.min_side)
-        self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
+        if not self._scores:
+            self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
+            return
+        side, scores = cell_side(samples, self.min_side), self._scores
+        title = (" · ".join(f"{SAMPLE_SCORES[k]} {scores[k]:.3g}" for k in SAMPLE_SCORES if k in scores), MUTED)
+        self.in_background(lambda: writer.add_image(
+            f"{tag_prefix}/samples", labelled_grid(grid, side, [], title=title), step, dataformats="HWC"))
 
 
 class LatentTraversal(DashboardCallback):

@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.metrics.feature_net import FeatureNet, extract_features
+from vaelab.metrics.feature_net import FeatureNet, extract_features, load_feature_net
 
-__all__ = ["frechet_distance", "gaussian_frechet_distance", "precision_recall", "sample_quality"]
+__all__ = ["feature_net_for", "frechet_distance", "gaussian_frechet_distance", "precision_recall", "sample_quality",
+           "sample_scores"]
 
 
 def _features(x: Any, name: str, min_rows: int = 2) -> torch.Tensor:
@@ -135,3 +136,51 @@ def sample_quality(samples: Any, reference: Any, feature_net: FeatureNet, *, k: 
     a = extract_features(feature_net, samples, batch_size)
     b = extract_features(feature_net, reference, batch_size)
     return {"fcd": frechet_distance(a, b), **precision_recall(b, a, k=k)}
+
+
+#: the shipped feature network for each image shape it takes
+FEATURE_NET_FOR_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
+
+
+def feature_net_for(image_shape: Any) -> str | None:
+    """The name of the shipped feature network for images of ``image_shape`` (MNIST's 28×28 or the digits' 8×8,
+    grey); None for any other shape (no sample-quality scores then)."""
+    return FEATURE_NET_FOR_SHAPE.get(tuple(int(s) for s in image_shape))
+
+
+def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 10_000, sampler: Any = None,
+                  seed: int = 0, k: int = 3) -> dict[str, float]:
+    """:func:`sample_quality` of ``n`` of the pure ``model``'s samples against ``n`` images of ``split`` (drawn at
+    random with ``seed``: the files are ordered by writer, so the first images are not a fair sample; fewer, and as
+    many samples, when the split is smaller: precision and recall compare sets of one size), on the
+    feature network for the data's image shape. ``sampler`` (:mod:`vaelab.models.samplers`) is fitted first when it
+    needs it, on the codes of the training split's first images. ``{}`` when there is no feature network for these
+    images or nothing to sample from (a code without a prior and no sampler). The model's mode is left as it was.
+    """
+    name = feature_net_for(model.image_shape)
+    if name is None:
+        return {}
+    if (sampler is None and not model.code.has_prior) or (sampler is not None and not sampler.available_for(model)):
+        return {}
+    if not datamodule.splits:
+        datamodule.setup()
+    images, _ = datamodule.splits[split]
+    rng = np.random.default_rng(seed)
+    n = min(n, len(images))
+    chosen = torch.from_numpy(np.sort(rng.choice(len(images), size=n, replace=False)))
+    reference = datamodule.convert(images[chosen.to(images.device)])
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if sampler is not None and sampler.needs_fit:
+                fit, _ = datamodule.fixed_batch("train", getattr(sampler, "fit_images", 10_000))
+                sampler.fit(torch.cat([model.embed(fit[i : i + 1000].to(device)) for i in range(0, len(fit), 1000)]))
+            generator = torch.Generator().manual_seed(seed)
+            samples = torch.cat([model.sample(min(1000, n - i), generator=generator, sampler=sampler).float().cpu()
+                                 for i in range(0, n, 1000)])
+    finally:
+        model.train(was_training)
+    net = load_feature_net(name)
+    return sample_quality(samples.clamp(0, 1), reference.cpu(), net, k=k)

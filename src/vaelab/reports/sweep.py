@@ -18,8 +18,9 @@ Writes into ``--out`` (default: the sweep folder):
 * ``disentanglement.png`` - only when jobs logged disentanglement scores (``data=shapes``): MIG and the FactorVAE
   score against β and against the −ELBO, one line per setting of the other differing overrides.
 
-The disentanglement scores (``mig``, ``factor_vae``, ``sap``, ``dci_disentanglement``) are columns only when some
-job has them, from the test metrics (the best checkpoint's), else the last validation's.
+The disentanglement scores (``mig``, ``factor_vae``, ``sap``, ``dci_disentanglement``), the representation scores
+(``linear_probe``, ``knn``, ``nmi``) and the sample-quality scores (``fcd``, ``precision``, ``recall``) are columns
+only when some job has them, from the test metrics (the best checkpoint's), else the last validation's.
 
 Exit status: 0 when the sweep was summarised (failed jobs included), 2 when the folder does not exist or
 holds no job folders.
@@ -49,6 +50,9 @@ METRIC_COLUMNS = [
 ]
 #: disentanglement scores (``test/mig``, else ``val/mig`` …): a column each when some job logged it
 FACTOR_COLUMNS = ["mig", "factor_vae", "sap", "dci_disentanglement"]
+#: every score that is a column when some job logged it: disentanglement, representation (is the code a good
+#: feature) and sample quality (are the samples good)
+SCORE_COLUMNS = [*FACTOR_COLUMNS, "linear_probe", "knn", "nmi", "fcd", "precision", "recall"]
 MISSING_MD = "–"
 PLOT_NAME = "rate_distortion.png"
 FACTOR_PLOT_NAME = "disentanglement.png"
@@ -189,7 +193,7 @@ def job_row(job: Job, keys: list[str]) -> dict[str, Any]:
         test_kl=job.metric("test", "kl"),
         active_units=int(active) if isinstance(active, float) and active.is_integer() else active,
     )
-    row.update({name: factor_metric(job, name)[0] for name in FACTOR_COLUMNS})
+    row.update({name: factor_metric(job, name)[0] for name in SCORE_COLUMNS})
     row["status"] = job.status
     return row
 
@@ -434,7 +438,7 @@ def summarize(sweep_dir: Path, job_dirs: list[Path], out_dir: Path) -> list[Path
             warn(f"job {job.name} did not complete (status {job.status})")
     keys = differing_keys(jobs)
     rows = [job_row(job, keys) for job in jobs]
-    scores = [name for name in FACTOR_COLUMNS if any(row[name] is not None for row in rows)]
+    scores = [name for name in SCORE_COLUMNS if any(row[name] is not None for row in rows)]
     columns = ["job", *keys, *METRIC_COLUMNS, *scores, "status"]
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,8 @@ from omegaconf import DictConfig, OmegaConf
 from vaelab.errors import ConfigError
 from vaelab.metrics.factors import disentanglement_metrics, has_factors
 from vaelab.metrics.likelihood import comparability_notes, evaluate
+from vaelab.metrics.representation import representation_scores
+from vaelab.metrics.sample_quality import sample_scores
 from vaelab.models import Autoencoder
 from vaelab.models.checkpoint import model_from_checkpoint
 from vaelab.rules import EVAL_KEYS, validate_config
@@ -47,6 +49,15 @@ UNITS = {
     "dci_disentanglement": "DCI disentanglement of μ (Eastwood & Williams 2018)",
     "dci_completeness": "DCI completeness of μ",
     "dci_informativeness": "DCI informativeness (factor accuracy from μ)",
+    # data with labels: vaelab.metrics.representation (fitted on the training codes)
+    "linear_probe": "accuracy of a logistic regression on the code",
+    "knn": "accuracy of a 5-nearest-neighbour vote on the code",
+    "nmi": "NMI of a k-means clustering of the code with the classes",
+    "ari": "ARI of that clustering",
+    # MNIST-sized and 8×8 digits: vaelab.metrics.sample_quality (a digit classifier's features, not Inception's)
+    "fcd": "Fréchet classifier distance of samples to the split (0: equal)",
+    "precision": "samples inside the split's manifold (Kynkäänniemi et al. 2019)",
+    "recall": "split images inside the samples' manifold",
     "num_images": "images",
 }
 
@@ -187,6 +198,18 @@ def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
         options = cfg.get("disentanglement")
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}
         metrics.update(disentanglement_metrics(model, datamodule, cfg.split, **options))
+    options = cfg.get("representation")
+    if options is not None:  # is the code a good feature: fitted on the training codes, scored on the split
+        options = OmegaConf.to_container(options, resolve=True)
+        metrics.update(representation_scores(model, datamodule, cfg.split, fit_split="train", **options))
+    options = cfg.get("sample_quality")
+    if options is not None:  # are the samples good (MNIST-sized and 8×8 digits: a classifier trained here)
+        options = OmegaConf.to_container(options, resolve=True)
+        sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
+        scores = sample_scores(model, datamodule, cfg.split, sampler=sampler, **options)
+        metrics.update(scores)
+        if scores:
+            record["sampler"] = type(sampler).__name__ if sampler is not None else "the code's prior"
     record.update(
         data=type(datamodule).__name__,
         global_step=checkpoint.get("global_step"),
