@@ -22,6 +22,8 @@ SAMPLES = ("fcd", "precision", "recall")
 
 def run(tmp_path, overrides):
     train(compose_train(tmp_path, ["logger=none", "callbacks=[minimal,representation,sample_quality]",
+                                   "callbacks.representation.every_n_epochs=1",
+                                   "callbacks.sample_quality.every_n_epochs=1",
                                    "model.latent_dim=4", "trainer.max_epochs=2", *overrides]))
     return json.loads((tmp_path / "run" / "metrics.json").read_text())
 

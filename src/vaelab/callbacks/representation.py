@@ -15,15 +15,16 @@ class RepresentationMetrics(ScoreCallback):
     scored on (at most ``max_score``) images of the split, each drawn once with ``seed``.
 
     Args:
-        every_n_epochs, test: when to score (:class:`~vaelab.callbacks.scores.ScoreCallback`).
+        every_n_epochs, test, last_epoch: when to score (:class:`~vaelab.callbacks.scores.ScoreCallback`).
         max_fit, max_score: how many images' codes to fit on and to score (None: all).
         seed: draws those images (the same every epoch) and seeds k-means.
         clustering: also k-means' NMI and ARI.
     """
 
-    def __init__(self, every_n_epochs: int = 5, test: bool = True, max_fit: int | None = 10_000,
-                 max_score: int | None = 10_000, seed: int = 0, clustering: bool = True) -> None:
-        super().__init__(every_n_epochs, test)
+    def __init__(self, every_n_epochs: int = 5, test: bool = True, last_epoch: bool = True,
+                 max_fit: int | None = 10_000, max_score: int | None = 10_000, seed: int = 0,
+                 clustering: bool = True) -> None:
+        super().__init__(every_n_epochs, test, last_epoch)
         self.max_fit, self.max_score, self.seed, self.clustering = max_fit, max_score, int(seed), bool(clustering)
 
     def compute(self, model: Any, datamodule: Any, split: str) -> dict[str, float]:

@@ -16,15 +16,15 @@ class SampleQualityMetrics(ScoreCallback):
     prior, or a Gaussian mixture fitted on the training codes before each scoring).
 
     Args:
-        every_n_epochs, test: when to score (:class:`~vaelab.callbacks.scores.ScoreCallback`).
+        every_n_epochs, test, last_epoch: when to score (:class:`~vaelab.callbacks.scores.ScoreCallback`).
         n: samples (and reference images) per scoring; ``test_n`` when testing.
         sampler: a sampler of :mod:`vaelab.models.samplers` (None: the code's prior).
         seed: the samples' and the reference images' draws.
     """
 
-    def __init__(self, every_n_epochs: int = 5, test: bool = True, n: int = 2000, test_n: int = 10_000,
-                 sampler: Any = None, seed: int = 0) -> None:
-        super().__init__(every_n_epochs, test)
+    def __init__(self, every_n_epochs: int = 5, test: bool = True, last_epoch: bool = True, n: int = 2000,
+                 test_n: int = 10_000, sampler: Any = None, seed: int = 0) -> None:
+        super().__init__(every_n_epochs, test, last_epoch)
         if n < 2 or test_n < 2:
             raise ValueError(f"callbacks.sample_quality.n and test_n must be >= 2, got {n}, {test_n}")
         self.n, self.test_n, self.sampler, self.seed = int(n), int(test_n), sampler, int(seed)

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 class ScoreCallback(Callback):
     """Log :meth:`compute`'s scores of the pure model at the end of every ``every_n_epochs``-th validation epoch (and
-    of the last), and at the end of testing (with ``test``).
+    of the last, with ``last_epoch``), and at the end of testing (with ``test``).
 
     Under DDP rank 0 computes the scores on its own (they are over fixed samples, the same on every rank) and
     broadcasts them; every rank then logs the same values, so ``sync_dist`` only averages equal numbers. Nothing here
@@ -28,11 +28,11 @@ class ScoreCallback(Callback):
     with the scores on or off.
     """
 
-    def __init__(self, every_n_epochs: int = 5, test: bool = True) -> None:
+    def __init__(self, every_n_epochs: int = 5, test: bool = True, last_epoch: bool = True) -> None:
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        self.every_n_epochs, self.test = int(every_n_epochs), bool(test)
+        self.every_n_epochs, self.test, self.last_epoch = int(every_n_epochs), bool(test), bool(last_epoch)
         #: seconds the last scoring took (on rank 0), for the curious and for the tests
         self.last_seconds: float | None = None
 
@@ -41,9 +41,9 @@ class ScoreCallback(Callback):
         raise NotImplementedError
 
     def due(self, trainer: Trainer) -> bool:
-        """Every ``every_n_epochs``-th validation epoch, and the last (as the dashboards decide)."""
-        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
-        return last_epoch or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        """Every ``every_n_epochs``-th validation epoch, and the last with ``last_epoch`` (as the dashboards decide)."""
+        last = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        return (self.last_epoch and last) or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def score(self, trainer: Trainer, pl_module: LightningModule, split: str) -> None:
         metrics = None
