@@ -130,10 +130,10 @@ def render(rows: tuple[Row, ...], out: Path) -> str:
     return "\n".join(lines)
 
 
-def replace_between_markers(text: str, table: str) -> str:
-    """``text`` with whatever stood between the results markers replaced by ``table``."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise ValueError(f"the file has no {START} … {END} block to write the table into")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{table}\n{END}{tail}"
+def replace_between_markers(text: str, table: str, start: str = START, end: str = END) -> str:
+    """``text`` with whatever stood between the markers ``start`` and ``end`` replaced by ``table``."""
+    if start not in text or end not in text or text.index(start) > text.index(end):
+        raise ValueError(f"the file has no {start} … {end} block to write the table into")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{table}\n{end}{tail}"

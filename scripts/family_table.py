@@ -1,0 +1,52 @@
+"""Train and evaluate every family with three seeds and write the table into README.md (vaelab.reports.families).
+
+    ../shared/data/unpack_mnist.sh data              # the four MNIST files where data=mnist looks
+    python scripts/family_table.py                   # --budget small: the whole table in about 4 h on a 2-core CPU
+    python scripts/family_table.py --budget full --train-extra trainer=gpu     # for a GPU
+    python scripts/family_table.py --families vae,ae --data mnist --seeds 1
+    python scripts/family_table.py --render-only     # rewrite the table and plot from logs/families/ as they are
+
+A run that finished before is not run again: an interrupted table goes on where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vaelab.reports.families import BUDGETS, END, FAMILIES, SEEDS, START, plot, render, run_table
+from vaelab.reports.results import replace_between_markers
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    parser.add_argument("--families", default=",".join(f.key for f in FAMILIES), help="comma-separated family keys")
+    parser.add_argument("--data", default="mnist,shapes", help="comma-separated: mnist, shapes")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "families", help="where the runs go")
+    parser.add_argument("--data-dir", default=None, help="data.data_dir for MNIST (default: the config's)")
+    parser.add_argument("--train-extra", default="", help="comma-separated overrides for every training run")
+    parser.add_argument("--doc", type=Path, default=ROOT / "README.md", help="the file holding the table")
+    parser.add_argument("--plot", type=Path, default=ROOT / "logs" / "readme" / "families" / "families.png")
+    parser.add_argument("--render-only", action="store_true", help="train nothing; rewrite the table and plot")
+    args = parser.parse_args()
+    families = args.families.split(",")
+    unknown = sorted(set(families) - {f.key for f in FAMILIES})
+    if unknown:
+        parser.error(f"unknown families {unknown}: choose from {', '.join(f.key for f in FAMILIES)}")
+    if not args.render_only:
+        run_table(args.budget, args.out.resolve(), ROOT, args.data_dir, families, args.data.split(","),
+                  [int(s) for s in args.seeds.split(",")], tuple(o for o in args.train_extra.split(",") if o))
+    table = render(args.budget, args.out.resolve())
+    args.doc.write_text(replace_between_markers(args.doc.read_text(), table, START, END))
+    plot(args.budget, args.out.resolve(), args.plot)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,291 @@
+"""One table of every family, measured the same way with three seeds: what each latent is good for.
+
+Every family (:data:`FAMILIES`) is trained with the same net (an MLP with one hidden layer of 512 units; VQ-VAE with
+its own grid net, as its code needs one), the same budget (:data:`BUDGETS`) and the same data, then evaluated by
+``src/eval.py`` on the test split with one protocol:
+
+* binarised MNIST (dynamic binarisation, a 16-dimensional code): −ELBO and −L_K where the family has a likelihood
+  bound, the reconstruction error (nats and per-pixel MSE), active units, the representation scores (linear probe,
+  k-NN, k-means NMI) and the sample-quality scores (Fréchet classifier distance, precision, recall);
+* shapes (a 10-dimensional code): the disentanglement scores (MIG, FactorVAE, SAP, DCI disentanglement) under the
+  disentanglement_lib protocol.
+
+Each (data, family, seed) runs in its own processes into ``<out>/<budget>/<data>/<family>/seed<seed>/{train,eval}``
+(with ``times.json``), and one that finished before is not run again, so an interrupted table goes on where it
+stopped. :func:`render` reads the folders back into mean ± sd tables (and :func:`plot` into a figure), written into
+README.md between ``<!-- families:start -->`` and ``<!-- families:end -->``. ``scripts/family_table.py`` is the
+command line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vaelab.reports.results import command, run
+
+START, END = "<!-- families:start -->", "<!-- families:end -->"
+SEEDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A row: the overrides that make the family, and how it is evaluated."""
+
+    key: str
+    train: tuple[str, ...]  # src/train.py overrides (a model= first)
+    evaluate: tuple[str, ...] = ()  # extra src/eval.py overrides (e.g. sampler=gmm)
+    own_net: bool = False  # keeps its preset's net (VQ-VAE's grid) instead of the common MLP
+    reuse: str | None = None  # evaluates another row's checkpoints instead of training (an AE with a GMM sampler)
+    prior_stage: tuple[str, ...] | None = None  # a second stage trained from the first's checkpoint (MNIST only)
+    shapes: bool = True  # has a shapes row
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("ae", ("model=ae",)),
+    Family("ae_gmm", ("model=ae",), ("sampler=gmm",), reuse="ae", shapes=False),
+    Family("dae", ("model=dae",)),
+    Family("sparse_ae", ("model=sparse_ae",)),
+    Family("contractive_ae", ("model=contractive_ae",)),
+    Family("vae", ("model=vae",)),
+    Family("beta_vae", ("model=beta_vae",)),
+    Family("beta_tcvae", ("model=beta_tcvae",)),
+    Family("factor_vae", ("model=factor_vae",)),
+    Family("iwae", ("model=iwae",)),
+    Family("vqvae", ("model=vqvae",), own_net=True, prior_stage=("model=vqvae_prior",)),
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long each family trains and how hard it is evaluated."""
+
+    mnist_epochs: int
+    shapes_epochs: int
+    prior_epochs: int
+    iw_k: int
+    eval_extra: tuple[str, ...] = ()
+    note: str = ""
+
+
+BUDGETS = {
+    # the whole table in about 4 hours on a 2-core CPU (docs/results.md says how long it took)
+    "small": Budget(mnist_epochs=10, shapes_epochs=10, prior_epochs=3, iw_k=100,
+                    eval_extra=("sample_quality.n=5000", "representation.max_fit=20000"),
+                    note="10 epochs (shapes 10), −L_100, 5,000 samples, probes fitted on 20,000 codes"),
+    # for a GPU: the literature's evaluation
+    "full": Budget(mnist_epochs=100, shapes_epochs=30, prior_epochs=20, iw_k=5000,
+                   note="100 epochs (shapes 30), −L_5000, 10,000 samples, probes fitted on all 60,000 codes"),
+}
+
+DATA = {
+    "mnist": ("data=mnist", "data.binarize=dynamic", "model.latent_dim=16"),
+    "shapes": ("data=shapes", "model.latent_dim=10"),
+}
+COMMON_NET = ("model.net.encoder.hidden_dims=[512]", "model.net.decoder.hidden_dims=[512]")
+QUIET = ("callbacks=minimal", "logger=none")
+
+
+def data_overrides(data: str) -> tuple[str, ...]:
+    return tuple(o for o in DATA[data] if not o.startswith("model."))
+
+
+def train_overrides(family: Family, data: str, budget: Budget, seed: int) -> tuple[str, ...]:
+    """The first stage's overrides: the family's, the data's, the common net and code size (a family with a net of
+    its own keeps its preset's), the budget's epochs and the seed."""
+    epochs = budget.mnist_epochs if data == "mnist" else budget.shapes_epochs
+    model = () if family.own_net else (*(o for o in DATA[data] if o.startswith("model.")), *COMMON_NET)
+    return (*family.train, *data_overrides(data), *model, f"trainer.max_epochs={epochs}", f"seed={seed}", *QUIET)
+
+
+def eval_overrides(family: Family, data: str, budget: Budget) -> tuple[str, ...]:
+    if data == "shapes":  # the disentanglement scores only
+        return ("iw_k=0", "representation=null", "sample_quality=null", *family.evaluate)
+    return (f"iw_k={budget.iw_k}", *budget.eval_extra, *family.evaluate)
+
+
+def _done(folder: Path) -> bool:
+    record = folder / "eval" / "metrics.json"
+    return record.is_file() and json.loads(record.read_text()).get("status") == "completed"
+
+
+def _checkpoint(train_dir: Path) -> str:
+    record = json.loads((train_dir / "metrics.json").read_text())
+    ckpt = record.get("test_ckpt") or record.get("last_ckpt")
+    return ckpt if ckpt and Path(ckpt).is_file() else record["last_ckpt"]
+
+
+def run_one(family: Family, data: str, budget: Budget, seed: int, out: Path, root: Path,
+            data_dir: str | None, train_extra: tuple[str, ...] = ()) -> None:
+    """Train (and for VQ-VAE on MNIST, train its prior) and evaluate one seed of one family into its folder;
+    ``train_extra`` goes to every training command (e.g. ``trainer=gpu``)."""
+    folder = out / data / family.key / f"seed{seed}"
+    if _done(folder):
+        return
+    extra = [*([f"data.data_dir={data_dir}"] if data_dir else []), *train_extra]
+    times: dict[str, float] = {}
+    if family.reuse:
+        train_dir = out / data / family.reuse / f"seed{seed}" / "train"
+    else:
+        train_dir = folder / "train"
+        times["train_seconds"] = run(command("src/train.py", train_overrides(family, data, budget, seed), train_dir,
+                                             extra), root)
+        if family.prior_stage and data == "mnist":
+            stage1 = _checkpoint(train_dir)
+            train_dir = folder / "prior"
+            overrides = (*family.prior_stage, *data_overrides(data), f"model.init_from={stage1}",
+                         f"trainer.max_epochs={budget.prior_epochs}", f"seed={seed}", *QUIET)
+            times["prior_seconds"] = run(command("src/train.py", overrides, train_dir, extra), root)
+    eval_extra = [f"+data.data_dir={data_dir}"] if data_dir else []
+    overrides = (f"ckpt_path={_checkpoint(train_dir)}", *eval_overrides(family, data, budget))
+    times["eval_seconds"] = run(command("src/eval.py", overrides, folder / "eval", eval_extra), root)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+
+
+def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, families: Iterable[str],
+              datasets: Iterable[str], seeds: Iterable[int] = SEEDS, train_extra: tuple[str, ...] = ()) -> None:
+    """Every (data, family, seed) not yet done; the rows a family reuses come first."""
+    budget = BUDGETS[budget_name]
+    chosen = [f for f in FAMILIES if f.key in set(families)]
+    for data in datasets:
+        for seed in seeds:
+            for family in sorted(chosen, key=lambda f: f.reuse is not None):
+                if data == "shapes" and not family.shapes:
+                    continue
+                run_one(family, data, budget, seed, out / budget_name, root, data_dir, train_extra)
+
+
+# ----------------------------------------------------------------------------------------------------- the tables
+@dataclass
+class Column:
+    """A table column: its heading, how to read it from one seed's records, digits, and whether higher is better."""
+
+    heading: str
+    read: Any
+    digits: int = 2
+    higher: bool | None = None
+    values: list[float] = field(default_factory=list)
+
+
+def _test(record: dict[str, Any], name: str) -> float | None:
+    value = record.get("test", {}).get(f"test/{name}")
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def mnist_columns() -> list[Column]:
+    return [
+        Column("−ELBO", lambda e, t: _test(e, "neg_elbo"), 2, False),
+        Column("−L_K", lambda e, t: _test(e, "neg_iw_bound"), 2, False),
+        Column("recon", lambda e, t: _test(e, "recon"), 2, False),
+        Column("MSE", lambda e, t: _test(e, "mse"), 4, False),
+        Column("active units", lambda e, t: _test(e, "active_units"), 1, None),
+        Column("linear probe", lambda e, t: _test(e, "linear_probe"), 3, True),
+        Column("k-NN", lambda e, t: _test(e, "knn"), 3, True),
+        Column("NMI", lambda e, t: _test(e, "nmi"), 3, True),
+        Column("FCD", lambda e, t: _test(e, "fcd"), 1, False),
+        Column("precision", lambda e, t: _test(e, "precision"), 3, True),
+        Column("recall", lambda e, t: _test(e, "recall"), 3, True),
+        Column("train min", lambda e, t: (t.get("train_seconds", 0) + t.get("prior_seconds", 0)) / 60 or None, 1),
+    ]
+
+
+def shapes_columns() -> list[Column]:
+    return [
+        Column("−ELBO", lambda e, t: _test(e, "neg_elbo"), 2, False),
+        Column("MIG", lambda e, t: _test(e, "mig"), 3, True),
+        Column("FactorVAE", lambda e, t: _test(e, "factor_vae"), 3, True),
+        Column("SAP", lambda e, t: _test(e, "sap"), 3, True),
+        Column("DCI-D", lambda e, t: _test(e, "dci_disentanglement"), 3, True),
+        Column("train min", lambda e, t: t.get("train_seconds", 0) / 60 or None, 1),
+    ]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def family_cells(family: Family, folder: Path, columns: list[Column]) -> tuple[dict[str, str], int]:
+    """The mean ± sd of every column over the seeds found in ``folder``, and how many seeds there were."""
+    seeds = sorted(p for p in folder.glob("seed*") if _done(p))
+    cells = {}
+    for column in columns:
+        values = []
+        for seed in seeds:
+            value = column.read(_read(seed / "eval" / "metrics.json"), _read(seed / "times.json"))
+            if value is not None:
+                values.append(value)
+        column.values = values
+        cells[column.heading] = mean_sd(values, column.digits)
+    return cells, len(seeds)
+
+
+def mean_sd(values: list[float], digits: int) -> str:
+    """``m ± s`` (the sample standard deviation over seeds), ``m`` for one value, ``–`` for none."""
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def render_data(data: str, out: Path) -> str:
+    """The markdown table of one data set's families."""
+    columns = mnist_columns() if data == "mnist" else shapes_columns()
+    headings = ["family", "seeds", *(c.heading for c in columns)]
+    lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
+    for family in FAMILIES:
+        if data == "shapes" and not family.shapes:
+            continue
+        cells, n = family_cells(family, out / data / family.key, columns)
+        if n == 0:
+            continue
+        lines.append("| " + " | ".join([family.key, str(n), *(cells[c.heading] for c in columns)]) + " |")
+    return "\n".join(lines)
+
+
+def render(budget_name: str, out: Path) -> str:
+    """Both tables, with what they were measured under."""
+    folder = out / budget_name
+    return "\n".join([
+        f"Budget `{budget_name}`: {BUDGETS[budget_name].note}; mean ± sd over the seeds.", "",
+        "**Binarised MNIST** (test split, 10,000 images):", "", render_data("mnist", folder), "",
+        "**Shapes** (test split; disentanglement_lib protocol):", "", render_data("shapes", folder),
+    ])
+
+
+def plot(budget_name: str, out: Path, path: Path) -> None:
+    """Four panels (−L_K, linear probe, FCD, MIG): each family's mean with its seed spread (± sd)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = out / budget_name
+    panels = [("mnist", "−L_K (nats, lower is better)", "neg_iw_bound"),
+              ("mnist", "linear probe accuracy", "linear_probe"),
+              ("mnist", "FCD (lower is better)", "fcd"), ("shapes", "MIG", "mig")]
+    figure, axes = plt.subplots(1, 4, figsize=(14, 3.6), constrained_layout=True)
+    for axis, (data, title, name) in zip(axes, panels, strict=True):
+        labels, means, sds = [], [], []
+        for family in FAMILIES:
+            seeds = sorted(p for p in (folder / data / family.key).glob("seed*") if _done(p))
+            values = [v for v in (_test(_read(s / "eval" / "metrics.json"), name) for s in seeds) if v is not None]
+            if values:
+                labels.append(family.key)
+                means.append(statistics.fmean(values))
+                sds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+        axis.errorbar(means, range(len(labels)), xerr=sds, fmt="o", capsize=3)
+        axis.set_yticks(range(len(labels)), labels)
+        axis.invert_yaxis()
+        axis.set_title(title, fontsize=10)
+        axis.grid(axis="x", alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
