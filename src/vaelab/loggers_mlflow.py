@@ -12,7 +12,7 @@ What a run holds, and where it comes from:
 - **params**: the hyperparameters that tell runs apart, the same as TensorBoard's HParams columns (``model``,
   ``model.beta``, … from :func:`vaelab.tasks.naming.run_hparams`; the training task hands them to every logger);
 - **metrics**: what Lightning logs (``train/…`` and ``val/…`` each epoch, at the step TensorBoard uses; the test
-  results ``test/…`` once), and ``best/<monitor>``, the best checkpoint's score, at the end;
+  results ``test/…`` once), and ``best/val_elbo`` (``best/<monitor>``), the best checkpoint's score, at the end;
 - **artifacts**: ``config.yaml`` (the resolved config), ``metrics.json`` (the run record), ``checkpoints/<best>``
   (the best checkpoint, named in ``metrics.json``'s ``best_ckpt``) and ``dashboard/val/<view>.png``, the last
   picture of each dashboard view, read from the run's TensorBoard events when it ends
@@ -81,6 +81,12 @@ def run_status(status: str | None) -> str:
     """MLflow's run status for ``metrics.json``'s ``status`` (:data:`RUN_STATUS`; a record that is missing or says
     ``running`` after the task ended is a failure)."""
     return RUN_STATUS.get(str(status), "FAILED")
+
+
+def best_metric_name(monitor: str) -> str:
+    """The best checkpoint's score as a metric: ``val/elbo`` → ``best/val_elbo`` (one ``best`` section of charts in
+    MLflow's UI, which groups a run's metrics by what comes before their last ``/``)."""
+    return "best/" + monitor.replace("/", "_")
 
 
 def sqlite_uri(save_dir: Path | str) -> str:
@@ -252,7 +258,8 @@ class MLflowLogger(LightningMLFlowLogger):
         best = record.get("best") or {}
         score = _number(best.get("score"))
         if best.get("monitor") and score is not None:
-            client.log_metric(run_id, f"best/{best['monitor']}", score, step=int(record.get("global_step") or 0))
+            step = int(record.get("global_step") or 0)
+            client.log_metric(run_id, best_metric_name(str(best["monitor"])), score, step=step)
         ckpt = Path(str(record.get("best_ckpt") or ""))
         if self.log_checkpoint and record.get("best_ckpt") and ckpt.is_file():
             client.log_artifact(run_id, str(ckpt), "checkpoints")
