@@ -154,6 +154,21 @@ def test_a_sweep_is_an_experiment_of_its_own_named_after_its_folder(tmp_path):
     assert client.get_experiment_by_name("train") is None  # nothing landed in the single runs' experiment
 
 
+@needs_mlflow
+def test_a_run_into_a_deleted_experiment_says_how_to_restore_or_purge_it(tmp_path):
+    from vaelab.errors import VaelabError
+    from vaelab.loggers_mlflow import MLflowLogger
+
+    first = MLflowLogger(save_dir=str(tmp_path / "logs"), run_dir=str(tmp_path / "a"))
+    first.log_hyperparams({"model": "vae"})
+    first.end("FINISHED")
+    first.experiment.delete_experiment(first.experiment_id)
+    second = MLflowLogger(save_dir=str(tmp_path / "logs"), run_dir=str(tmp_path / "b"))
+    with pytest.raises(VaelabError, match=r"'train' was deleted.*mlflow experiments restore --experiment-id 1.*"
+                                          r"mlflow gc --backend-store-uri sqlite:///"):
+        second.log_hyperparams({"model": "vae"})
+
+
 def test_names_and_statuses():
     assert sweep_name("/x/logs/train/multiruns/2026_ab", "/x/logs/") == "train/multiruns/2026_ab"
     assert sweep_name("/elsewhere/s", "/x/logs") == "s"

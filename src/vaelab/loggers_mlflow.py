@@ -128,7 +128,7 @@ def prepare_store(uri: str, lock: Path) -> None:
             q.setLevel(level)
 
 
-def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
+def ensure_experiment(client: Any, name: str, artifact_location: str | None, uri: str = "<the store>") -> str:
     """The id of the experiment ``name``, created when there is none (another job of a parallel sweep may create
     it at the same moment: then the one it made is taken)."""
     from mlflow.exceptions import MlflowException
@@ -139,8 +139,8 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> 
             if found.lifecycle_stage == "deleted":
                 raise VaelabError(
                     f"The MLflow experiment {name!r} was deleted, and MLflow keeps its name until it is purged: "
-                    f"restore it (mlflow experiments restore --experiment-id {found.experiment_id}) or purge it "
-                    "(mlflow gc), with the same --backend-store-uri"
+                    f"restore it (MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id "
+                    f"{found.experiment_id}) or purge it (mlflow gc --backend-store-uri {uri})"
                 )
             return found.experiment_id
         try:
@@ -202,7 +202,7 @@ class MLflowLogger(LightningMLFlowLogger):
         """The ``MlflowClient``; the first use makes the experiment (safely in a parallel sweep) and the run."""
         if self._experiment_id is None and self._run_id is None:
             self._experiment_id = ensure_experiment(self._mlflow_client, self._experiment_name,
-                                                    self._artifact_location)
+                                                    self._artifact_location, self._tracking_uri)
         return LightningMLFlowLogger.experiment.fget(self)
 
     @rank_zero_only
