@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install train test lint tensorboard benchmark clean
+.PHONY: install train test lint tensorboard mlflow benchmark clean
 
-# A virtual environment with vaelab (editable) and its dev tools; redone when pyproject.toml changes.
+# A virtual environment with vaelab (editable), its dev tools and MLflow (logger=mlflow, tested too); redone when
+# pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,mlflow]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,6 +26,10 @@ lint: install
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir logs
+
+# the runs of logger=mlflow (docs/tracking.md)
+mlflow: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///logs/mlflow.db --host 127.0.0.1
 
 benchmark: install
 	$(PY) scripts/benchmark.py

@@ -20,6 +20,7 @@ every process that runs a task has them, also a joblib or submitit worker resolv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -299,6 +300,30 @@ def _job_name(*, _root_: DictConfig) -> str:
                           settings.get("kv_sep", "="))
 
 
+def sweep_name(sweep_dir: str | Path, log_dir: str | Path | None = None) -> str:
+    """A sweep's name for a tracker (an MLflow experiment): its folder relative to ``log_dir`` when inside it
+    (``train/multiruns/2026-12-04_17-25-14_ld5f7r``), else the folder's own name."""
+    folder = Path(sweep_dir).expanduser().resolve()
+    if log_dir is not None:
+        with contextlib.suppress(ValueError):
+            relative = folder.relative_to(Path(log_dir).expanduser().resolve())
+            if relative.parts:
+                return relative.as_posix()
+    return folder.name or str(folder)
+
+
+def _sweep_name(default: str, *, _root_: DictConfig) -> str:
+    """``${vaelab.sweep_name:<default>}``: in a job of a multirun (``-m``), its sweep's name (:func:`sweep_name`,
+    relative to ``paths.log_dir``); otherwise ``default``."""
+    from vaelab.tasks.hydra_job import in_multirun
+
+    if not in_multirun():
+        return default
+    from hydra.core.hydra_config import HydraConfig
+
+    return sweep_name(HydraConfig.get().sweep.dir, OmegaConf.select(_root_, "paths.log_dir", default=None))
+
+
 #: the statuses of a run that did not finish: a SLURM job requeued after it goes on in its folder
 UNFINISHED = ("running", "interrupted", "terminated")
 
@@ -356,11 +381,12 @@ def _run_stamp(default: str, *, _root_: DictConfig) -> str:
 
 def register_resolvers() -> None:
     """``${vaelab.run_id:}``, ``${vaelab.run_name:}``, ``${vaelab.run_stamp:}``, ``${vaelab.eval_name:}``,
-    ``${vaelab.job_name:}``."""
+    ``${vaelab.job_name:}``, ``${vaelab.sweep_name:<default>}``."""
     # the token is also cached in the config: Hydra copies a sweep's cache into each job's config, so a job run in a
     # process that did not inherit VAELAB_RUN_ID (a cluster node) still finds its sweep's folder
     OmegaConf.register_new_resolver("vaelab.run_id", run_id, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("vaelab.run_stamp", _run_stamp, replace=True)
+    OmegaConf.register_new_resolver("vaelab.sweep_name", _sweep_name, replace=True)
     for name, function in (("vaelab.run_name", _run_name), ("vaelab.eval_name", _eval_name),
                            ("vaelab.job_name", _job_name)):
         OmegaConf.register_new_resolver(name, function, replace=True)
