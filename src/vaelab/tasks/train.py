@@ -55,8 +55,24 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         extra["enable_checkpointing"] = False  # no checkpoint configured (callbacks=none): not Lightning's default
     loggers = instantiate_all(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **extra)
+    check_manual_optimization(model, trainer)
     log_run(loggers, cfg)
     return datamodule, model, trainer
+
+
+def check_manual_optimization(model: L.LightningModule, trainer: L.Trainer) -> None:
+    """Refuse the Trainer settings that Lightning cannot apply to a model optimised manually (an objective with an
+    adversary, such as FactorVAE's discriminator), naming the config key, before anything runs."""
+    if model.automatic_optimization:
+        return
+    why = (f"the objective {type(getattr(model, 'objective', model)).__name__} trains an adversary with an optimiser "
+           "of its own (Lightning's manual optimisation), where Lightning does not")
+    if trainer.gradient_clip_val:
+        raise ConfigError(f"trainer.gradient_clip_val={trainer.gradient_clip_val:g}: {why} clip gradients. Remove "
+                          "trainer.gradient_clip_val, or use another objective")
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: {why} accumulate "
+                          "gradients. Remove it and raise data.batch_size instead")
 
 
 def log_run(loggers: list[Any], cfg: DictConfig) -> None:

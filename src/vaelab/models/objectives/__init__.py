@@ -9,8 +9,9 @@ from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
 from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
 from vaelab.models.objectives.elbo import Elbo
+from vaelab.models.objectives.factor_vae import FactorVAE
 from vaelab.models.objectives.iwae import IWAE
 from vaelab.models.objectives.reconstruction import Reconstruction
 
-__all__ = ["IWAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "Objective", "ObjectiveValue", "Reconstruction",
-           "tc_decomposition"]
+__all__ = ["IWAE", "BetaTCVAE", "Capacity", "DataFacts", "Elbo", "FactorVAE", "Objective", "ObjectiveValue",
+           "Reconstruction", "tc_decomposition"]
