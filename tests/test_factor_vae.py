@@ -298,6 +298,12 @@ def test_a_plateau_scheduler_watches_the_monitor_in_manual_optimisation(tmp_path
     with (tmp_path / "run" / "csv" / "metrics.csv").open() as fh:
         elbos = [float(row["val/elbo"]) for row in csv.DictReader(fh) if row.get("val/elbo")]
     assert RecordingPlateau.seen == pytest.approx(elbos[:2])  # once an epoch, the epoch's val/elbo
+    # without validation there is nothing to watch: one message naming the key, not a plateau that never moves
+    cfg = compose_train(tmp_path / "no_val", ["model=factor_vae", "logger=none", "callbacks=minimal",
+                                              "data.val_fraction=0", "+model.scheduler._partial_=true",
+                                              "+model.scheduler._target_=torch.optim.lr_scheduler.ReduceLROnPlateau"])
+    with pytest.raises(ConfigError, match="ReduceLROnPlateau on model.monitor=val/elbo, which has not been logged"):
+        train(cfg)
 
 
 def test_gradient_clipping_is_refused_with_the_key_and_divergence_is_still_caught(tmp_path):

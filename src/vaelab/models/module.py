@@ -271,9 +271,9 @@ class AutoencoderModule(LightningModule):
             value = self.trainer.callback_metrics.get(monitor)
             if value is None:
                 raise ConfigError(
-                    f"model.scheduler is a ReduceLROnPlateau on model.monitor={monitor}, which was not logged this "
-                    f"epoch (logged: {', '.join(sorted(self.trainer.callback_metrics)) or 'nothing'}): set "
-                    "model.monitor to a logged metric, or validate every epoch"
+                    f"model.scheduler is a ReduceLROnPlateau on model.monitor={monitor}, which has not been logged "
+                    f"(logged: {', '.join(sorted(self.trainer.callback_metrics)) or 'nothing'}): set model.monitor to "
+                    "a logged metric, or validate"
                 )
             scheduler.step(value)
         else:
