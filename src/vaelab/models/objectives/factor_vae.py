@@ -5,7 +5,7 @@ Kim & Mnih (2018), *Disentangling by Factorising*, ICML.
 The total correlation TC(z) = KL(q(z) ‖ ∏_j q(z_j)) of the aggregate posterior q(z) has no closed form. FactorVAE
 estimates it with the density-ratio trick (sec. 3): a discriminator D(z), the probability that z is a sample of q(z)
 rather than of ∏_j q(z_j), trained to tell the two apart, gives at its optimum D(z) / (1 − D(z)) = q(z) / ∏_j q(z_j),
-so TC ≈ E_q[log(D(z) / (1 − D(z)))] = E_q[logit D(z)] (eq. 3). Samples of ∏_j q(z_j) are made from samples of q(z)
+so TC ≈ E_q[log(D(z) / (1 − D(z)))] = E_q[logit D(z)]. Samples of ∏_j q(z_j) are made from samples of q(z)
 by shuffling each dimension across a batch on its own (Algorithm 1).
 """
 
@@ -22,7 +22,7 @@ from torch import nn
 from vaelab.models.autoencoder import plain
 from vaelab.models.objectives.base import Objective, ObjectiveValue
 
-#: the paper's optimiser of the discriminator (sec. 4 and app. A: Adam, lr 1e-4, β1 = 0.5, β2 = 0.9)
+#: the paper's optimiser of the discriminator (its appendix: Adam, lr 1e-4, β1 = 0.5, β2 = 0.9)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.5, 0.9], "fused": True}
 
 
@@ -60,7 +60,7 @@ def discriminator_accuracy(logits_joint: torch.Tensor, logits_product: torch.Ten
 class Discriminator(nn.Sequential):
     """An MLP from a code (B, D) to one logit per code, logit D(z) = log(D(z) / (1 − D(z))), with leaky ReLUs.
 
-    The paper's is 6 layers of 1000 units (app. A); the default here (``conf/model/objective/factor_vae.yaml``) is
+    The paper's is 6 layers of 1000 units (its appendix); the default here (``conf/model/objective/factor_vae.yaml``) is
     smaller for a CPU."""
 
     def __init__(self, latent_dim: int, hidden_dims: Sequence[int] = (256, 256, 256),
@@ -78,8 +78,8 @@ class Discriminator(nn.Sequential):
 
 
 class FactorVAE(Objective):
-    """loss = recon + KL + γ(step) · TC, with TC ≈ E_q[logit D(z)] over the batch's codes (Kim & Mnih 2018, eq. 2
-    and 3), per image, batch mean; the discriminator D is trained alongside on its own loss with its own optimiser.
+    """loss = recon + KL + γ(step) · TC, with TC ≈ E_q[logit D(z)] over the batch's codes (Kim & Mnih 2018, sec. 3),
+    per image, batch mean; the discriminator D is trained alongside on its own loss with its own optimiser.
 
     γ is the model's β schedule (``model.beta``), logged as ``beta``; the KL's weight is 1. The discriminator is
     this objective's adversary: the Lightning module steps the model on ``loss`` (D's weights are not stepped,
