@@ -311,6 +311,9 @@ def test_gradient_clipping_is_refused_with_the_key_and_divergence_is_still_caugh
                                           r"adversary"):
         train(compose_train(tmp_path / "clip", ["model=factor_vae", "logger=none", "callbacks=minimal",
                                                 "+trainer.gradient_clip_val=1.0"]))
+    with pytest.raises(ConfigError, match=r"trainer.accumulate_grad_batches=2: .* accumulate gradients"):
+        train(compose_train(tmp_path / "accumulate", ["model=factor_vae", "logger=none", "callbacks=minimal",
+                                                      "+trainer.accumulate_grad_batches=2"]))
     # the loss is checked before each backward pass (manual_backward runs on_before_backward)
     cfg = compose_train(tmp_path / "nan", ["model=factor_vae", "model.optimizer.lr=100", "trainer.max_epochs=3",
                                            "logger=none", "callbacks=minimal"])
