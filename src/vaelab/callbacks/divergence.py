@@ -45,7 +45,9 @@ def advice(pl_module: LightningModule, trainer: Trainer | None) -> list[str]:
     else:
         tips.append("a lower learning rate (model.optimizer.lr)")
     clip = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-    if not clip:
+    if not getattr(pl_module, "automatic_optimization", True):
+        pass  # Lightning clips no gradients under manual optimisation (an objective with an adversary): no tip
+    elif not clip:
         tips.append("gradient clipping, e.g. +trainer.gradient_clip_val=1.0")
     else:
         tips.append(f"stronger gradient clipping (trainer.gradient_clip_val={clip:g} now)")

@@ -22,8 +22,10 @@ from lightning import LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from vaelab import rules
+from vaelab.errors import ConfigError
 from vaelab.metrics.active_units import ActiveUnits
 from vaelab.models.autoencoder import Autoencoder, plain
 from vaelab.models.epoch_sums import EpochSums
@@ -112,6 +114,9 @@ class AutoencoderModule(LightningModule):
             {stage: ActiveUnits(self.model.latent_dim) for stage in ("val", "test")} if self.model.variational else {}
         )
         self.sums = EpochSums(BASE_TERMS + self.objective.term_names)
+        # An objective with an adversary (FactorVAE's discriminator) needs two optimiser steps a batch: manual
+        # optimisation (adversarial_step). Every other objective keeps Lightning's automatic loop.
+        self.automatic_optimization = not self.objective.has_adversary
         self._checkpoint_step: int | None = None  # the step of weights loaded for testing (see schedule_step)
 
     # ------------------------------------------------------------------ training in stages
@@ -164,13 +169,35 @@ class AutoencoderModule(LightningModule):
         step = self.schedule_step()
         value = self.objective(self.model, x, out, step)
         out.loss, out.terms, out.weights = value.loss, value.terms, self.objective.weights(step)
+        out.adversary_loss = value.adversary_loss
         self.sums.add(stage, out, x.shape[0])
         if stage in self.code_stats:
             self.code_stats[stage].update(out.mu)
         return out
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        if not self.automatic_optimization:
+            return self.adversarial_step(batch)
         return self.model_step(batch, "train").loss
+
+    def adversarial_step(self, batch: Any) -> torch.Tensor:
+        """One training batch of an objective with an adversary, optimised manually: the model's optimiser steps on
+        the objective's loss, then the adversary's on the adversary's loss (computed on detached codes, so it reaches
+        the adversary's weights only). The adversary's gradients from the first backward pass are zeroed before its
+        own. ``manual_backward`` runs the ``on_before_backward`` hooks (the divergence check) for both losses.
+
+        Only the model's step counts as an optimisation step (``global_step``, which the β schedule, ``max_steps``
+        and the logs read, is the number of batches as for every other objective): the adversary's optimiser is
+        stepped through the strategy, as Lightning steps any optimiser, but not through its step counter."""
+        optimizer, adversary = self.optimizers()
+        out = self.model_step(batch, "train")
+        optimizer.zero_grad()
+        self.manual_backward(out.loss)
+        optimizer.step()
+        adversary.zero_grad()
+        self.manual_backward(out.adversary_loss)
+        self.trainer.strategy.optimizer_step(adversary.optimizer, closure=lambda: None)
+        return out.loss.detach()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self.model_step(batch, "val")
@@ -214,6 +241,8 @@ class AutoencoderModule(LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
+        if not self.automatic_optimization:
+            self.step_scheduler()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")
@@ -252,6 +281,12 @@ class AutoencoderModule(LightningModule):
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]  # (not the frozen parts')
         optimizer = instantiate(self.hparams.optimizer)(params=params)
+        if not self.automatic_optimization:  # the model's optimiser and scheduler, then the adversary's optimiser
+            scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer) if self.hparams.scheduler else None
+            first = {"optimizer": optimizer}
+            if scheduler is not None:  # (stepped by step_scheduler; the interval tells a LearningRateMonitor)
+                first["lr_scheduler"] = {"scheduler": scheduler, "interval": "epoch"}
+            return first, {"optimizer": self.objective.adversary_optimizer()}
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
@@ -259,3 +294,27 @@ class AutoencoderModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "monitor": self.hparams.monitor, "interval": "epoch"},
         }
+
+    def step_scheduler(self) -> None:
+        """Manual optimisation: step the model's LR scheduler once an epoch, where Lightning's automatic loop would
+        (after the epoch's validation); a ``ReduceLROnPlateau`` watches ``model.monitor``. As in the automatic loop, a
+        fit resumed from a checkpoint saved at the end of an epoch does not step it again for that epoch, and a
+        training epoch cut short (``max_steps``) does not step it."""
+        scheduler = self.lr_schedulers()
+        loop = self.trainer.fit_loop.epoch_loop
+        finished = (loop.batch_progress.current.ready == self.trainer.num_training_batches
+                    or loop.batch_progress.is_last_batch)
+        if scheduler is None or self.trainer.fit_loop.restarting or not finished:
+            return
+        if isinstance(scheduler, ReduceLROnPlateau):
+            monitor = self.hparams.monitor
+            value = self.trainer.callback_metrics.get(monitor)
+            if value is None:
+                raise ConfigError(
+                    f"model.scheduler is a ReduceLROnPlateau on model.monitor={monitor}, which has not been logged "
+                    f"(logged: {', '.join(sorted(self.trainer.callback_metrics)) or 'nothing'}): set model.monitor to "
+                    "a logged metric, or validate"
+                )
+            scheduler.step(value)
+        else:
+            scheduler.step()

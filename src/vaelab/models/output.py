@@ -25,6 +25,7 @@ class AutoencoderOutput:
     recon: torch.Tensor  # −log p(x | z) per image
     kl: torch.Tensor  # KL(q(z|x) ‖ p(z)) per image, closed form
     loss: torch.Tensor | None = None  # scalar training objective (batch mean), set by the objective
+    adversary_loss: torch.Tensor | None = None  # the loss of the objective's adversary (FactorVAE's discriminator)
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's extra terms (batch means)
     weights: dict[str, float] = field(default_factory=dict)  # the settings the loss used: β, a capacity C, …
     likelihood: Likelihood | None = field(default=None, repr=False)  # turns x_out into an image

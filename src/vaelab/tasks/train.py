@@ -55,6 +55,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     told the run's config."""
     datamodule, model = build_model(cfg)
     trainer = build_trainer(cfg)
+    check_manual_optimization(model, trainer)
     announce(trainer, cfg)
     return datamodule, model, trainer
 
@@ -83,6 +84,21 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # (Lightning's default, not one configured)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     return trainer
+
+
+def check_manual_optimization(model: L.LightningModule, trainer: L.Trainer) -> None:
+    """Refuse the Trainer settings that Lightning cannot apply to a model optimised manually (an objective with an
+    adversary, such as FactorVAE's discriminator), naming the config key, before anything runs."""
+    if model.automatic_optimization:
+        return
+    why = (f"the objective {type(getattr(model, 'objective', model)).__name__} trains an adversary with an optimiser "
+           "of its own (Lightning's manual optimisation), where Lightning does not")
+    if trainer.gradient_clip_val:
+        raise ConfigError(f"trainer.gradient_clip_val={trainer.gradient_clip_val:g}: {why} clip gradients. Remove "
+                          "trainer.gradient_clip_val, or use another objective")
+    if trainer.accumulate_grad_batches != 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: {why} accumulate "
+                          "gradients. Remove it and raise data.batch_size instead")
 
 
 def announce(trainer: L.Trainer, cfg: DictConfig) -> None:
@@ -287,6 +303,7 @@ def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list)
         del checkpoint
     trainer = build_trainer(cfg)
     check_launcher(trainer)
+    check_manual_optimization(model, trainer)
     announce(trainer, cfg)  # (every check passed: the first write into a resumed run's own folder)
     finishers.append(lambda: hand_over_run_folder(trainer.loggers, path.parent))
     watch(trainer, path, record)

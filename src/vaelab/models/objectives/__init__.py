@@ -10,11 +10,12 @@ from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
 from vaelab.models.objectives.contractive import Contractive
 from vaelab.models.objectives.elbo import Elbo
+from vaelab.models.objectives.factor_vae import FactorVAE
 from vaelab.models.objectives.iwae import IWAE
 from vaelab.models.objectives.prior_fit import PriorFit
 from vaelab.models.objectives.reconstruction import Reconstruction
 from vaelab.models.objectives.sparse import Sparse
 from vaelab.models.objectives.vqvae import VQVAE
 
-__all__ = ["IWAE", "VQVAE", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo", "Objective", "ObjectiveValue",
-           "PriorFit", "Reconstruction", "Sparse", "tc_decomposition"]
+__all__ = ["IWAE", "VQVAE", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo", "FactorVAE", "Objective",
+           "ObjectiveValue", "PriorFit", "Reconstruction", "Sparse", "tc_decomposition"]

@@ -28,6 +28,9 @@ class ObjectiveValue:
 
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: the loss of the objective's adversary on this batch (FactorVAE's discriminator), computed on detached codes
+    #: so that it reaches the adversary's weights only; None for an objective without one
+    adversary_loss: torch.Tensor | None = None
 
 
 class Objective(nn.Module):
@@ -68,3 +71,18 @@ class Objective(nn.Module):
     def bind(self, data: DataFacts) -> None:
         """Called when fitting starts with what is known of the training data, for an objective that needs it
         (β-TC-VAE: its size)."""
+
+    # ------------------------------------------------------------------ an adversary (FactorVAE's discriminator)
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        """The weights of an adversary the objective trains against the model with an optimiser of its own (none
+        here). An objective that has some returns its loss as :attr:`ObjectiveValue.adversary_loss`, and the
+        Lightning module then optimises manually: the model's step on ``loss``, then the adversary's on its loss."""
+        return []
+
+    def adversary_optimizer(self) -> torch.optim.Optimizer | None:
+        """The adversary's optimiser over :meth:`adversary_parameters` (None: no adversary)."""
+        return None
+
+    @property
+    def has_adversary(self) -> bool:
+        return bool(self.adversary_parameters())
