@@ -17,7 +17,9 @@ Variants (each trains the classic 784-400-20 MLP VAE with batch 128 unless it sa
 
 Every variant trains on the same 54,000 images (vaelab's train split) for --warmup epochs (not timed), then
 --epochs timed epochs, in --repeats interleaved rounds (medians are reported). vaelab's variants also validate
-on the 6,000 held-out images every epoch, and that time is counted against them. It prints images per second,
+on the 6,000 held-out images every epoch, and that time is counted against them; they then train one more epoch,
+untimed but reported on its own: the last epoch, where every dashboard view draws once whatever its budget, and the
+end of training (the projector, the last checkpoint), a fixed cost that a run of any length pays once. It prints images per second,
 the ratios c/a, c/b and d/c, the peak RSS, and one summary line. It asserts nothing: the figures are for a
 person to read.
 """
@@ -105,19 +107,31 @@ def _sync(device: torch.device) -> None:
 
 # --------------------------------------------------------------------------- vaelab
 class EpochTimer(Callback):
-    """Wall time from the start of the first timed epoch to the end of training (validation included)."""
+    """Wall time of the timed epochs (from the start of the first to the end of the last, validation and the
+    dashboard's drawings included), and of the untimed last epoch with the end of training (the one-off drawings of
+    every view at the last epoch, the projector, the final checkpoint)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, None, None
+    def __init__(self, warmup: int, epochs: int) -> None:
+        self.first, self.last = warmup, warmup + epochs - 1
+        self.start = self.end = self.tail_start = self.tail_end = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.warmup:
+        if trainer.current_epoch in (self.first, self.last + 1):
             _sync(pl_module.device)
-            self.start = time.perf_counter()
+            now = time.perf_counter()
+            if trainer.current_epoch == self.first:
+                self.start = now
+            else:
+                self.tail_start = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.last:
+            _sync(pl_module.device)
+            self.end = time.perf_counter()
 
     def on_train_end(self, trainer, pl_module) -> None:
         _sync(pl_module.device)
-        self.end = time.perf_counter()
+        self.tail_end = time.perf_counter()
 
 
 def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
@@ -140,7 +154,7 @@ def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
                 "model=vae",
                 "model.latent_dim=20",
                 f"trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}",
-                f"trainer.max_epochs={args.warmup + args.epochs}",
+                f"trainer.max_epochs={args.warmup + args.epochs + 1}",  # + the untimed last epoch
                 "test=false",
                 *overrides,
             ],
@@ -149,11 +163,15 @@ def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
         cfg.paths.output_dir = out
     torch.manual_seed(0)
     datamodule, model, trainer = build(cfg)
-    timer = EpochTimer(args.warmup)
-    trainer.callbacks.append(timer)
+    timer = EpochTimer(args.warmup, args.epochs)
+    trainer.callbacks.append(timer)  # (last: its on_train_end comes after every other callback's)
     trainer.fit(model, datamodule=datamodule)
     n_train = len(datamodule.splits["train"][0])
+    TAILS.setdefault(" ".join(overrides), []).append(timer.tail_end - timer.tail_start)
     return n_train * args.epochs / (timer.end - timer.start)
+
+
+TAILS: dict[str, list[float]] = {}  # the untimed last epoch + end of training, seconds, per vaelab variant
 
 
 # --------------------------------------------------------------------------- main
@@ -257,6 +275,12 @@ def main() -> None:
             ratio = statistics.median(per_round)
             ratios.append(f"{top}/{bottom}={ratio:.2f}")
             print(f"  {top}/{bottom}: {ratio:.2f}   [{', '.join(f'{r:.2f}' for r in per_round)}]")
+    if TAILS:
+        print("\nthe untimed last epoch with the end of training (seconds, median and all rounds; every view draws "
+              "there once):")
+        for overrides, tails in TAILS.items():
+            print(f"  {overrides or '(default callbacks)':<40} {statistics.median(tails):6.2f} s   "
+                  f"[{', '.join(f'{t:.2f}' for t in tails)}]")
     figures = " ".join(f"{k}={v:,.0f}" for k, v in results.items())
     memory = f"peak RSS {peak_rss_mb():,.0f} MB"
     if device.type == "cuda":

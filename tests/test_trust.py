@@ -89,7 +89,8 @@ def test_the_allowed_targets():
     with pytest.raises(ConfigError, match=r"here names code .*net.encoder.layers\[0\]._target_ = 'c.D'"):
         check_targets(config, "here", {"a.B"})
     user = compose_eval(Path("/tmp"), ["ckpt_path=x", "data=mnist", "trusted_targets=[my.Net]"])
-    assert config_targets(user) == {"vaelab.data.MNISTDataModule", "my.Net"}
+    # the data set and the sampler it chose (the sampler group's default, the prior), and what it trusts
+    assert config_targets(user) == {"vaelab.data.MNISTDataModule", "vaelab.models.samplers.PriorSampler", "my.Net"}
 
 
 def test_vaelab_load_refuses_a_checkpoint_naming_foreign_code_unless_trusted(tmp_path, good_checkpoint):

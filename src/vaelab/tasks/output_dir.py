@@ -64,11 +64,8 @@ def claim_sweep_dir(folder: str | os.PathLike, token: str) -> Path:
         try:
             fd = os.open(mark, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            try:
-                other = json.loads(mark.read_text())
-                held = f"the sweep {other.get('token')} started {other.get('started')}"
-            except (OSError, ValueError):
-                held = "a sweep"
+            other = _read_mark(mark)
+            held = f"the sweep {other.get('token')} started {other.get('started')}" if other else "a sweep"
         else:
             with os.fdopen(fd, "w") as stream:
                 json.dump({"token": token, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}, stream)
@@ -79,6 +76,19 @@ def claim_sweep_dir(folder: str | os.PathLike, token: str) -> Path:
             "hydra.sweep.dir=<folder>, or leave hydra.sweep.dir unset for a fresh one."
         )
     return mark
+
+
+def _read_mark(mark: Path, wait: float = 2.0) -> dict | None:
+    """The sweep mark's record; a mark just created by another process may not be written yet, so an empty or
+    partial one is read again for up to ``wait`` seconds before it counts as unreadable (None)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return json.loads(mark.read_text())
+        except (OSError, ValueError):
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.02)
 
 
 class OutputDirCheck(Callback):
