@@ -33,14 +33,14 @@ class LatentHistograms(DashboardCallback):
         self.per_dimension = per_dimension
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        series = {"mu": out.mu.float().cpu()}
+        series = {"mu": out.mu.float().cpu().numpy()}  # (numpy: the worker runs no torch operation)
         if out.logvar is not None:
-            series["logvar"] = out.logvar.float().cpu()
+            series["logvar"] = out.logvar.float().cpu().numpy()
         per_dimension = self.per_dimension
 
         def render() -> None:
             for name, values in series.items():
-                writer.add_histogram(f"{tag_prefix}/{name}", values.flatten(), step)
+                writer.add_histogram(f"{tag_prefix}/{name}", values.reshape(-1), step)
                 if per_dimension:
                     for d in range(values.shape[1]):
                         writer.add_histogram(f"{tag_prefix}/{name}_z{d}", values[:, d], step)

@@ -92,14 +92,16 @@ def card_scale(width: int, height: int) -> float:
 
 
 def labelled_grid(
-    grid: torch.Tensor, side: int, row_labels: Sequence[Label], col_labels: Sequence[Label] | None = None,
+    grid: torch.Tensor | np.ndarray, side: int, row_labels: Sequence[Label], col_labels: Sequence[Label] | None = None,
     title: Label | None = None, font_size: int | None = None, col_caption: Label | None = None,
 ) -> np.ndarray:
     """``grid`` (from :func:`image_grid`, cells of ``side`` pixels) with ``row_labels`` right-aligned left of its
     rows, ``col_labels`` centred above its columns (every k-th, k the smallest at which they do not overlap) and
     ``title`` above everything, ``col_caption`` (what the column labels are) left of the column labels; an (H, W, 3)
     uint8 image whose bottom-right corner is the grid itself, pixel for pixel. Without ``font_size``, the text is
-    sized so that the card shows it :data:`LABEL_PX` high (and at most as high as a row)."""
+    sized so that the card shows it :data:`LABEL_PX` high (and at most as high as a row). ``grid`` may be given as
+    :func:`to_uint8` made it: the views do that on the main thread, so that their worker threads run no torch
+    operation (see :meth:`~vaelab.callbacks.base.DashboardCallback.in_background`)."""
     pitch = side + PAD
     labels = (row_labels, col_labels, title, col_caption)
     if font_size is not None:
@@ -128,14 +130,14 @@ def _labelled(grid, side, row_labels, col_labels, title, col_caption, size, bold
     title_y = gap // 2
     labels_y = title_y + (line if title else 0)  # the top of the column labels' line
     top = labels_y + (line if col_labels else 0) if (title or col_labels) else 0
-    grid_h, grid_w = grid.shape[-2:]
+    grid_h, grid_w = grid.shape[:2] if isinstance(grid, np.ndarray) else grid.shape[-2:]
     title_w = width(_text(title)[0]) + 2 * gap if title else 0
     canvas_w, canvas_h = max(left + grid_w, title_w), top + grid_h
     if measure_only:
         return canvas_w, canvas_h
     canvas = Image.new("RGB", (canvas_w, canvas_h), BACKGROUND)
     offset = canvas.width - grid_w  # the grid sits at the right edge, so a long title widens the left margin
-    canvas.paste(Image.fromarray(to_uint8(grid)), (offset, top))
+    canvas.paste(Image.fromarray(grid if isinstance(grid, np.ndarray) else to_uint8(grid)), (offset, top))
     draw = ImageDraw.Draw(canvas)
     if title:
         text, colour = _text(title)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, upscale
+from vaelab.callbacks.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, to_uint8, upscale
 from vaelab.callbacks.health import code_health
 from vaelab.models.distributions import kl_per_dimension
 
@@ -48,7 +48,7 @@ class ReconstructionGrid(DashboardCallback):
                 rows.append(images[start : start + self.nrow])
                 labels.append(label)
         pairs = torch.cat([F.pad(r, (0, 0, 0, 0, 0, 0, 0, self.nrow - len(r)), value=0.5) for r in rows])
-        grid, side = image_grid(pairs, self.nrow, self.min_side), cell_side(pairs, self.min_side)
+        grid, side = to_uint8(image_grid(pairs, self.nrow, self.min_side)), cell_side(pairs, self.min_side)
         health = code_health(out)
         title = (health.headline(), ALERT) if health is not None and health.collapsed else None
         tag = f"{tag_prefix}/reconstructions"
@@ -99,9 +99,9 @@ class PriorSamples(DashboardCallback):
                 self._said = True
             return
         samples = module.sample(self.num_images, sampler=self.sampler)  # the base class seeded the RNG
-        grid = image_grid(samples, self.nrow, self.min_side)
+        grid = to_uint8(image_grid(samples, self.nrow, self.min_side))
         if not self._scores:
-            self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step))
+            self.in_background(lambda: writer.add_image(f"{tag_prefix}/samples", grid, step, dataformats="HWC"))
             return
         side, scores = cell_side(samples, self.min_side), self._scores
         title = (" · ".join(f"{SAMPLE_SCORES[k]} {scores[k]:.3g}" for k in SAMPLE_SCORES if k in scores), MUTED)
@@ -156,7 +156,7 @@ class LatentTraversal(DashboardCallback):
             dead = kl is not None and kl[d].item() < 0.01
             labels.append((f"z{d} · {measure} · {signed(lo, 1)}…{signed(hi, 1)}", MUTED if dead else (20, 20, 20)))
         images = module.likelihood.mean(module.decode(z))
-        grid, side = image_grid(images, self.steps, self.min_side), cell_side(images, self.min_side)
+        grid, side = to_uint8(image_grid(images, self.steps, self.min_side)), cell_side(images, self.min_side)
         cols = [signed(v) for v in offsets.tolist()]
         # z = the first image's code + k × (the prior's sd, 1 | the dimension's sd), k along the columns
         caption = "z = μ₀ + k, k:" if kl is not None else "z = μ₀ + k·sd, k:"

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.grids import cell_side, image_grid, labelled_grid, signed
+from vaelab.callbacks.grids import cell_side, image_grid, labelled_grid, signed, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Interpolations(DashboardCallback):
         decoded = module.likelihood.mean(module.decode(z.reshape(pairs * self.steps, *out.mu.shape[1:])))
         decoded = decoded.reshape(pairs, self.steps, *decoded.shape[1:])
         rows = torch.cat([x[:pairs, None], decoded, x[pairs : 2 * pairs, None]], dim=1).flatten(0, 1)
-        grid, side = image_grid(rows, self.steps + 2, self.min_side), cell_side(rows, self.min_side)
+        grid, side = to_uint8(image_grid(rows, self.steps + 2, self.min_side)), cell_side(rows, self.min_side)
         labels = [f"{_name(int(y[i]), self.class_names)} → {_name(int(y[pairs + i]), self.class_names)}"
                   for i in range(pairs)]
         cols = ["A", *(signed(v) for v in alphas.tolist()), "B"]
@@ -83,7 +83,7 @@ class LatentManifold(DashboardCallback):
         rows = z2.flip(0)  # the top row is the largest z 2, as on a plot
         z = torch.stack([z1.repeat(self.n), rows.repeat_interleave(self.n)], dim=1)
         images = module.likelihood.mean(module.decode(z))
-        grid, side = image_grid(images, self.n, self.min_side), cell_side(images, self.min_side)
+        grid, side = to_uint8(image_grid(images, self.n, self.min_side)), cell_side(images, self.min_side)
         source = "the prior's" if out.logvar is not None else "the codes'"
         title = f"z 1 →, z 2 ↑ at {source} {self.quantile:.0%}…{1 - self.quantile:.0%} quantiles"
         row_labels, col_labels = [signed(v, 1) for v in rows.tolist()], [signed(v, 1) for v in z1.tolist()]
