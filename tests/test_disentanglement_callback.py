@@ -128,6 +128,7 @@ def test_train_and_eval_write_the_scores_into_metrics_json(tmp_path, capsys):
         assert f"\n{name} " in table
 
 
+@pytest.mark.slow
 def test_under_ddp_every_rank_logs_rank_zeros_scores(tmp_path, python):
     # two CPU processes: rank 0 scores, broadcasts, and both ranks log the same values (sync_dist averages equal
     # numbers), so metrics.json (written by rank 0) and ModelCheckpoint see them

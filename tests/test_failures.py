@@ -175,6 +175,7 @@ def test_command_line_divergence_is_one_message_and_a_failing_exit(tmp_path):
 
 
 # -------------------------------------------------------------------------------------- 2. a search goes on
+@pytest.mark.slow
 def test_optuna_search_records_diverged_trials_and_goes_on(tmp_path):
     # with the sampler's seed 1234 the trials draw lr = 1000, 1000, 0.001: two diverge, the last one completes
     sweep = tmp_path / "optuna"
@@ -334,6 +335,7 @@ def test_resuming_into_another_model_names_the_settings_that_differ(tmp_path, go
     assert "It was trained with model.latent_dim=4 (here 8): give the same settings to resume it." in message
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_on_the_command_line_are_one_message(tmp_path, good_checkpoint):
     path = tmp_path / "bad.ckpt"
     path.write_bytes(os.urandom(2000))

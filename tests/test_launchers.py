@@ -75,6 +75,7 @@ def stand_ins(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- submitit, on this machine
+@pytest.mark.slow
 def test_a_sweep_runs_through_submitit_local(tmp_path):
     sweep = tmp_path / "sweep"
     result = subprocess.run(

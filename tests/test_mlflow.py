@@ -133,6 +133,7 @@ def test_a_diverging_run_is_failed_with_its_record_as_artifact(tmp_path):
     assert "test/elbo" not in run.data.metrics  # nothing was tested
 
 
+@pytest.mark.slow
 @needs_mlflow
 def test_a_sweep_is_an_experiment_of_its_own_named_after_its_folder(tmp_path):
     logs, sweep = tmp_path / "logs", tmp_path / "logs" / "train" / "multiruns" / "s1"

@@ -60,6 +60,7 @@ def resolve(cfg, key):
         setup_globals()  # Hydra's own `now` again
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_get_a_folder_each(tmp_path):
     # the same command twice at the same moment: before, both went into runs/<date>_<time> when they reached Hydra in
     # the same second; the second overwrote the first's metrics.json and .hydra, and both wrote into one TensorBoard run

@@ -74,6 +74,7 @@ def csv_rows(run_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
     return keyed
 
 
+@pytest.mark.slow
 def test_a_killed_and_resumed_run_is_identical_to_an_uninterrupted_one(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

@@ -50,6 +50,7 @@ def test_optuna_search_runs_two_trials_on_digits(tmp_path, model, metric, best):
     assert set(results["best_params"]) == {"model.optimizer.lr", "model.latent_dim", "data.batch_size"}
 
 
+@pytest.mark.slow
 def test_joblib_launcher_sweep_is_summarised(tmp_path):
     sweep = tmp_path / "joblib"
     run_train(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=beta_vae", "model.beta=1,4",

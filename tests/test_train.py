@@ -205,6 +205,7 @@ def test_multirun_sweep_makes_one_job_dir_per_model(tmp_path, python):
         assert "val/loss" in record["val"] and "test/loss" in record["test"]
 
 
+@pytest.mark.slow
 def test_lightning_ddp_on_two_cpu_processes_shards_the_data_the_same_way_with_either_loader(tmp_path, python):
     # 145 val images (an odd number): unpadded shards of 73 and 72, so every image counts once in the val mean.
     # The autoencoder draws no random numbers (the DataLoader itself draws a seed from the global RNG each epoch,
