@@ -1,7 +1,7 @@
 """Train and evaluate every family with three seeds and write the table into README.md (vaelab.reports.families).
 
     ../shared/data/unpack_mnist.sh data              # the four MNIST files where data=mnist looks
-    python scripts/family_table.py                   # --budget small: the whole table in about 4 h on a 2-core CPU
+    OMP_NUM_THREADS=1 python scripts/family_table.py --jobs 2   # --budget small on a 2-core CPU, two runs at a time
     python scripts/family_table.py --budget full --train-extra trainer=gpu     # for a GPU
     python scripts/family_table.py --families vae,ae --data mnist --seeds 1
     python scripts/family_table.py --render-only     # rewrite the table and plot from logs/families/ as they are
@@ -32,6 +32,8 @@ def main() -> int:
     parser.add_argument("--train-extra", default="", help="comma-separated overrides for every training run")
     parser.add_argument("--doc", type=Path, default=ROOT / "README.md", help="the file holding the table")
     parser.add_argument("--plot", type=Path, default=ROOT / "logs" / "readme" / "families" / "families.png")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (2 on a 2-core CPU with OMP_NUM_THREADS=1: each run on one core)")
     parser.add_argument("--render-only", action="store_true", help="train nothing; rewrite the table and plot")
     args = parser.parse_args()
     families = args.families.split(",")
@@ -40,7 +42,8 @@ def main() -> int:
         parser.error(f"unknown families {unknown}: choose from {', '.join(f.key for f in FAMILIES)}")
     if not args.render_only:
         run_table(args.budget, args.out.resolve(), ROOT, args.data_dir, families, args.data.split(","),
-                  [int(s) for s in args.seeds.split(",")], tuple(o for o in args.train_extra.split(",") if o))
+                  [int(s) for s in args.seeds.split(",")], tuple(o for o in args.train_extra.split(",") if o),
+                  args.jobs)
     table = render(args.budget, args.out.resolve())
     args.doc.write_text(replace_between_markers(args.doc.read_text(), table, START, END))
     plot(args.budget, args.out.resolve(), args.plot)

@@ -23,6 +23,7 @@ import json
 import math
 import statistics
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,17 +151,41 @@ def run_one(family: Family, data: str, budget: Budget, seed: int, out: Path, roo
     (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
 
 
-def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, families: Iterable[str],
-              datasets: Iterable[str], seeds: Iterable[int] = SEEDS, train_extra: tuple[str, ...] = ()) -> None:
-    """Every (data, family, seed) not yet done; the rows a family reuses come first."""
-    budget = BUDGETS[budget_name]
+def table_jobs(families: Iterable[str], datasets: Iterable[str], seeds: Iterable[int]) -> list[tuple[Family, str, int]]:
+    """Every (family, data, seed) of the table, a seed at a time (every row has its first seed before any has its
+    second), a reused row after the row it reuses."""
     chosen = [f for f in FAMILIES if f.key in set(families)]
-    for data in datasets:
-        for seed in seeds:
-            for family in sorted(chosen, key=lambda f: f.reuse is not None):
-                if data == "shapes" and not family.shapes:
-                    continue
-                run_one(family, data, budget, seed, out / budget_name, root, data_dir, train_extra)
+    ordered = sorted(chosen, key=lambda f: f.reuse is not None)
+    return [(family, data, seed) for seed in seeds for data in datasets for family in ordered
+            if data == "mnist" or family.shapes]
+
+
+def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, families: Iterable[str],
+              datasets: Iterable[str], seeds: Iterable[int] = SEEDS, train_extra: tuple[str, ...] = (),
+              jobs: int = 1) -> None:
+    """Every (data, family, seed) not yet done, ``jobs`` at a time in the order of :func:`table_jobs` (a reused
+    row waits for the run it reuses). The first failure stops the runs not yet started and is raised."""
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: run at least one job at a time")
+    budget = BUDGETS[budget_name]
+    todo = table_jobs(families, datasets, list(seeds))
+    started: dict[tuple[str, str, int], Future] = {}
+
+    def one(family: Family, data: str, seed: int) -> None:
+        if family.reuse and (family.reuse, data, seed) in started:
+            started[(family.reuse, data, seed)].result()  # submitted earlier, so running or done: no deadlock
+        run_one(family, data, budget, seed, out / budget_name, root, data_dir, train_extra)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for family, data, seed in todo:
+            started[(family.key, data, seed)] = pool.submit(one, family, data, seed)
+        for future in started.values():
+            try:
+                future.result()
+            except BaseException:
+                for pending in started.values():
+                    pending.cancel()
+                raise
 
 
 # ----------------------------------------------------------------------------------------------------- the tables
