@@ -16,10 +16,12 @@ Without them a check prints a line starting ``skipped:`` and exits 0 (2 with ``-
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -66,6 +68,20 @@ class TabResult:
 
 
 # --------------------------------------------------------------------------- the pure parts (unit-tested)
+def add_browser_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every browser check takes: the sweep it trains, where the screenshots go, the browser's install,
+    Node.js, the viewport and whether a missing browser fails."""
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each run of the sweep it trains")
+    parser.add_argument("--out", type=Path, help="folder for the screenshots (default: a temporary folder)")
+    parser.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX,
+                        help="where `npm install --prefix` put puppeteer-core and @sparticuz/chromium "
+                             "(default: $VAELAB_DASHCHECK_PREFIX or /tmp/dashcheck)")
+    parser.add_argument("--node", default=shutil.which("node"), help="the Node.js executable (default: on PATH)")
+    parser.add_argument("--size", default="1440x900", help="browser viewport, WIDTHxHEIGHT")
+    parser.add_argument("--require-browser", action="store_true",
+                        help=f"exit {EXIT_SKIP_REQUIRED} instead of 0 when the browser cannot run here")
+
+
 def missing_prerequisites(node: str | None, prefix: Path) -> str | None:
     """Why the browser check cannot run here, or None when it can: Node on the PATH (or ``node``), and
     puppeteer-core and @sparticuz/chromium under ``prefix``/node_modules."""

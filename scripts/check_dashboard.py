@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,13 +37,13 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # (scripts/: the shared browser check)
 from browser_check import (  # noqa: E402  (the names the tests and other scripts use from here, too)
-    DEFAULT_PREFIX,
     EXIT_SKIP_REQUIRED,
     FAILED,
     SKIPPED,
     BrowserUnavailable,
     Tab,
     TabResult,
+    add_browser_arguments,
     free_port,
     missing_prerequisites,
     problems_of,
@@ -131,16 +130,8 @@ def tensorboard(logdir: Path, port: int, log_file: Path):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=Path, help="a folder of runs (a multirun, or logs/); default: train a sweep")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of each run of the sweep it trains")
-    parser.add_argument("--out", type=Path, help="folder for the screenshots (default: a temporary folder)")
-    parser.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX,
-                        help="where `npm install --prefix` put puppeteer-core and @sparticuz/chromium "
-                             "(default: $VAELAB_DASHCHECK_PREFIX or /tmp/dashcheck)")
-    parser.add_argument("--node", default=shutil.which("node"), help="the Node.js executable (default: on PATH)")
-    parser.add_argument("--size", default="1440x900", help="browser viewport, WIDTHxHEIGHT")
     parser.add_argument("--tabs", help="comma-separated subset of: " + ",".join(t.name for t in TABS))
-    parser.add_argument("--require-browser", action="store_true",
-                        help=f"exit {EXIT_SKIP_REQUIRED} instead of 0 when the browser cannot run here")
+    add_browser_arguments(parser)
     args = parser.parse_args(argv)
 
     reason = missing_prerequisites(args.node, args.prefix)

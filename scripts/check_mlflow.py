@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,12 +37,12 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # (scripts/: the shared browser check)
 from browser_check import (  # noqa: E402
-    DEFAULT_PREFIX,
     EXIT_SKIP_REQUIRED,
     FAILED,
     SKIPPED,
     BrowserUnavailable,
     Tab,
+    add_browser_arguments,
     free_port,
     missing_prerequisites,
     results_of,
@@ -178,16 +177,8 @@ def mlflow_server(logs: Path, port: int, log_file: Path):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logs", type=Path, help="a log folder holding mlflow.db; default: train a sweep")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of each run of the sweep it trains")
-    parser.add_argument("--out", type=Path, help="folder for the screenshots (default: a temporary folder)")
-    parser.add_argument("--prefix", type=Path, default=DEFAULT_PREFIX,
-                        help="where `npm install --prefix` put puppeteer-core and @sparticuz/chromium "
-                             "(default: $VAELAB_DASHCHECK_PREFIX or /tmp/dashcheck)")
-    parser.add_argument("--node", default=shutil.which("node"), help="the Node.js executable (default: on PATH)")
-    parser.add_argument("--size", default="1440x900", help="browser viewport, WIDTHxHEIGHT")
     parser.add_argument("--pages", help="comma-separated subset of: " + ",".join(PAGE_NAMES))
-    parser.add_argument("--require-browser", action="store_true",
-                        help=f"exit {EXIT_SKIP_REQUIRED} instead of 0 when the browser cannot run here")
+    add_browser_arguments(parser)
     args = parser.parse_args(argv)
 
     reason = missing_prerequisites(args.node, args.prefix)
