@@ -77,7 +77,7 @@ class Budget:
 
 
 BUDGETS = {
-    # the whole table in about 4 hours on a 2-core CPU (docs/results.md says how long it took)
+    # the whole table in about 1 h 30 min on a 2-core CPU with --jobs 2 (the README says how it was measured)
     "small": Budget(mnist_epochs=10, shapes_epochs=10, prior_epochs=3, iw_k=100,
                     eval_extra=("sample_quality.n=5000", "representation.max_fit=20000"),
                     note="10 epochs (shapes 10), −L_100, 5,000 samples, probes fitted on 20,000 codes"),
