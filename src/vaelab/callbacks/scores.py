@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.seed import isolate_rng
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ class ScoreCallback(Callback):
 
     Under DDP rank 0 computes the scores on its own (they are over fixed samples, the same on every rank) and
     broadcasts them; every rank then logs the same values, so ``sync_dist`` only averages equal numbers. Nothing here
-    draws from the global random number generators (the scores use their own seeded ones), so a run trains the same
+    changes the global random number generators (the scores draw from their own seeded ones, and whatever draws from
+    the global ones, such as building a network, runs inside Lightning's ``isolate_rng``), so a run trains the same
     with the scores on or off.
     """
 
@@ -53,7 +55,8 @@ class ScoreCallback(Callback):
             was_training = model.training
             model.eval()
             try:
-                metrics = self.compute(model, trainer.datamodule, split)
+                with isolate_rng():  # e.g. building the feature network draws its initial weights
+                    metrics = self.compute(model, trainer.datamodule, split)
             finally:
                 model.train(was_training)
             self.last_seconds = time.perf_counter() - start
