@@ -24,6 +24,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -83,10 +84,12 @@ def add_browser_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def missing_prerequisites(node: str | None, prefix: Path) -> str | None:
-    """Why the browser check cannot run here, or None when it can: Node on the PATH (or ``node``), and
-    puppeteer-core and @sparticuz/chromium under ``prefix``/node_modules."""
+    """Why the browser check cannot run here, or None when it can: Node on the PATH (or ``node``, an executable),
+    and puppeteer-core and @sparticuz/chromium under ``prefix``/node_modules."""
     if node is None:
         return "node not found on PATH (install Node.js 18 or later)"
+    if shutil.which(node) is None:
+        return f"--node {node} is not an executable (give the Node.js executable, or leave --node out)"
     modules = prefix / "node_modules"
     packages = ("puppeteer-core", "@sparticuz/chromium")
     absent = [name for name in packages if not (modules / name / "package.json").is_file()]
@@ -170,6 +173,22 @@ def results_of(tabs: Sequence[Tab], raw: list[dict], app: str = "TensorBoard", i
 
 
 # --------------------------------------------------------------------------- the app and the browser
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(runs: Sequence[Sequence[str]], log_file: Path) -> None:
+    """Run ``src/train.py`` once per argument list in ``runs``, in the clone, all output to ``log_file``; the first
+    failure stops with where to look."""
+    env = {**os.environ, "VAELAB_ROOT": str(ROOT)}
+    with open(log_file, "w") as log:
+        for arguments in runs:
+            print("training: src/train.py", " ".join(arguments), flush=True)
+            done = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *arguments], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise RuntimeError(f"training failed ({done.returncode}); see {log_file}")
+
+
 @contextlib.contextmanager
 def serve(command: Sequence[str], ready: Callable[[str], bool], port: int, log_file: Path, name: str,
           timeout_s: float = 120, env: dict[str, str] | None = None) -> Iterator[str]:
@@ -229,6 +248,28 @@ def run_browser(node: str, prefix: Path, base: str, out: Path, work: Path, size:
         raise BrowserUnavailable(f"Chromium did not start: {raw['launch_error']}")
     return raw
 
+
+
+def check_pages(args: argparse.Namespace, server: contextlib.AbstractContextManager[str], over: str,
+                tabs: Sequence[Tab], out: Path, work: Path, empty_state: str, script_name: str,
+                app: str = "TensorBoard", ignore: str | None = None, noun: str = "tabs") -> int:
+    """Start ``server`` (an app serving ``over``), open ``tabs`` in the browser, print one line per tab and the
+    verdict; the exit status: 0 all passed, 1 a tab failed, and for a Chromium that cannot start here what a
+    missing prerequisite gives (0, or 2 with --require-browser)."""
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    try:
+        with server as base:
+            print(f"{app} at {base} over {over}", flush=True)
+            raw = run_browser(args.node, args.prefix, base, out.resolve(), work, (width, height), tabs, empty_state,
+                              script_name)
+    except BrowserUnavailable as error:  # a Chromium that cannot start here is a missing prerequisite too
+        print(f"{SKIPPED}: {error}")
+        return EXIT_SKIP_REQUIRED if args.require_browser else 0
+    results = results_of(tabs, raw, app=app, ignore=ignore)
+    print(summary(results))
+    failed = [r.name for r in results if not r.ok]
+    print(f"{FAILED}: {', '.join(failed)}" if failed else f"all {len(results)} {noun} passed; screenshots in {out}")
+    return 1 if failed else 0
 
 NODE_SCRIPT = r"""
 import chromium from '@sparticuz/chromium';

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,21 +36,20 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # (scripts/: the shared browser check)
 from browser_check import (  # noqa: E402  (the names the tests and other scripts use from here, too)
     EXIT_SKIP_REQUIRED,
-    FAILED,
     SKIPPED,
     BrowserUnavailable,
     Tab,
     TabResult,
     add_browser_arguments,
+    check_pages,
     free_port,
     missing_prerequisites,
     problems_of,
-    results_of,
-    run_browser,
     select_tabs,
     serve,
     shrink_png,
     summary,
+    train,
 )
 
 __all__ = ["BrowserUnavailable", "Tab", "TabResult", "free_port", "missing_prerequisites", "problems_of",
@@ -95,19 +92,11 @@ EMPTY_STATE = r"No [a-z ]*data was found\.?|No dashboards are active[^.]*\.?|var
 def train_sweep(folder: Path, epochs: int, log_file: Path) -> Path:
     """Train one small run of each model (vae, beta_vae, ae) into ``folder``, and a VAE with a 2-D code (for the
     manifold) next to them; return the folder. What training prints goes to ``log_file``."""
-    env = {**os.environ, "VAELAB_ROOT": str(ROOT)}
     common = [f"trainer.max_epochs={epochs}", "+trainer.enable_progress_bar=false"]
-    commands = [
+    train([
         ["-m", "model=vae,beta_vae,ae", f"hydra.sweep.dir={folder}", *common],
         ["model=vae", "model.latent_dim=2", f"hydra.run.dir={folder / '3_vae_latent_dim_2'}", *common],
-    ]
-    with open(log_file, "w") as log:
-        for arguments in commands:
-            print("training: src/train.py", " ".join(arguments), flush=True)
-            done = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *arguments], cwd=ROOT, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT)
-            if done.returncode != 0:
-                raise RuntimeError(f"training failed ({done.returncode}); see {log_file}")
+    ], log_file)
     return folder
 
 
@@ -142,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         tabs = select_tabs(TABS, args.tabs)
     except ValueError as error:
         parser.error(str(error))
-    width, height = (int(v) for v in args.size.lower().split("x"))
 
     work = Path(tempfile.mkdtemp(prefix="vaelab-dashcheck-"))
     out = args.out or work / "screenshots"
@@ -150,20 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or train_sweep(work / "sweep", args.epochs, work / "train.log")
     if not runs.is_dir():
         parser.error(f"--runs {runs} is not a folder")
-    try:
-        with tensorboard(runs.resolve(), free_port(), work / "tensorboard.log") as base:
-            print(f"TensorBoard at {base} over {runs}", flush=True)
-            raw = run_browser(args.node, args.prefix, base, out.resolve(), work, (width, height), tabs,
-                              EMPTY_STATE, "vaelab_check_dashboard.mjs")
-    except BrowserUnavailable as error:  # a Chromium that cannot start here is a missing prerequisite too
-        print(f"{SKIPPED}: {error}")
-        return EXIT_SKIP_REQUIRED if args.require_browser else 0
-    results = results_of(tabs, raw)
-    print(summary(results))
-    failed = [r.name for r in results if not r.ok]
-    print(f"{FAILED}: {', '.join(failed)}" if failed else f"all {len(results)} tabs passed; screenshots in {out}")
-    return 1 if failed else 0
-
+    return check_pages(args, tensorboard(runs.resolve(), free_port(), work / "tensorboard.log"), str(runs), tabs, out,
+                       work, EMPTY_STATE, "vaelab_check_dashboard.mjs")
 
 if __name__ == "__main__":
     sys.exit(main())

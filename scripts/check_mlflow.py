@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -40,16 +39,14 @@ from browser_check import (  # noqa: E402
     EXIT_SKIP_REQUIRED,
     FAILED,
     SKIPPED,
-    BrowserUnavailable,
     Tab,
     add_browser_arguments,
+    check_pages,
     free_port,
     missing_prerequisites,
-    results_of,
-    run_browser,
     select_tabs,
     serve,
-    summary,
+    train,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,15 +143,8 @@ def read_store(logs: Path) -> list[dict]:
 
 def train_sweep(logs: Path, epochs: int, log_file: Path) -> Path:
     """A 2-job sweep (vae, beta_vae) with ``logger=mlflow`` and every dashboard view, into ``logs``."""
-    env = {**os.environ, "VAELAB_ROOT": str(ROOT)}
-    arguments = ["-m", "model=vae,beta_vae", "logger=mlflow", f"trainer.max_epochs={epochs}",
-                 "+trainer.enable_progress_bar=false", f"paths.log_dir={logs}"]
-    print("training: src/train.py", " ".join(arguments), flush=True)
-    with open(log_file, "w") as log:
-        done = subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *arguments], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise RuntimeError(f"training failed ({done.returncode}); see {log_file}")
+    train([["-m", "model=vae,beta_vae", "logger=mlflow", f"trainer.max_epochs={epochs}",
+            "+trainer.enable_progress_bar=false", f"paths.log_dir={logs}"]], log_file)
     return logs
 
 
@@ -187,7 +177,6 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"{SKIPPED}: {reason}")
         return EXIT_SKIP_REQUIRED if args.require_browser else 0
-    width, height = (int(v) for v in args.size.lower().split("x"))
 
     work = Path(tempfile.mkdtemp(prefix="vaelab-mlflowcheck-"))
     out = args.out or work / "screenshots"
@@ -205,19 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     print(f"experiment {target.experiment_name!r} ({len(target.run_names)} runs); run {target.run_name!r}",
           flush=True)
-    try:
-        with mlflow_server(logs.resolve(), free_port(), work / "mlflow.log") as base:
-            print(f"MLflow at {base} over {logs / 'mlflow.db'}", flush=True)
-            raw = run_browser(args.node, args.prefix, base, out.resolve(), work, (width, height), tabs,
-                              EMPTY_STATE, "vaelab_check_mlflow.mjs")
-    except BrowserUnavailable as error:  # a Chromium that cannot start here is a missing prerequisite too
-        print(f"{SKIPPED}: {error}")
-        return EXIT_SKIP_REQUIRED if args.require_browser else 0
-    results = results_of(tabs, raw, app="MLflow", ignore=IGNORE)
-    print(summary(results))
-    failed = [r.name for r in results if not r.ok]
-    print(f"{FAILED}: {', '.join(failed)}" if failed else f"all {len(results)} pages passed; screenshots in {out}")
-    return 1 if failed else 0
+    return check_pages(args, mlflow_server(logs.resolve(), free_port(), work / "mlflow.log"), str(logs / "mlflow.db"),
+                       tabs, out, work, EMPTY_STATE, "vaelab_check_mlflow.mjs", app="MLflow", ignore=IGNORE,
+                       noun="pages")
 
 
 def importlib_missing(name: str) -> bool:

@@ -514,27 +514,40 @@ def test_drawings_are_written_in_a_worker_thread_while_the_caller_goes_on():
     assert writer.calls[0].thread is not threading.main_thread()
 
 
-def test_the_end_of_training_waits_for_the_drawings_and_a_backlog_is_bounded():
-    """A drawing not started when the next one of the same view arrives is dropped for it (no backlog can delay the
-    end of a run); the end of training still waits for what is in progress and for the newest one."""
-    started, release = threading.Event(), threading.Event()
+class BlockingWriter(RecordingWriter):
+    """Each image write signals ``started`` and then waits (at most 5 s) for ``release``."""
 
-    class BlockingWriter(RecordingWriter):
-        def add_image(self, *args, **kwargs):
-            started.set()
-            assert release.wait(timeout=5)
-            super().add_image(*args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.release = threading.Event(), threading.Event()
 
+    def add_image(self, *args, **kwargs):
+        self.started.set()
+        assert self.release.wait(timeout=5)
+        super().add_image(*args, **kwargs)
+
+
+def drawings_behind_a_blocked_one(steps):
+    """A reconstruction view whose drawing 0 is in progress (held in its :class:`BlockingWriter`) when the drawings
+    of ``steps`` arrive; returns the view, the writer, the module and the batch ``(x, y, out)`` it drew."""
+    writer = BlockingWriter()
     module = make_module()
     x, y = make_batch(4)
     out = forward(module, x)
-    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), BlockingWriter()
+    callback = ReconstructionGrid(nrow=4, min_side=8, num_images=4)
     with torch.no_grad():
         callback.draw(writer, "val", 0, module, x, y, out)
-        assert started.wait(timeout=5)  # drawing 0 is in progress
-        for step in (1, 2, 3):  # 1 and 2 wait in the queue in turn, each replaced by the next
+        assert writer.started.wait(timeout=5)  # drawing 0 is in progress
+        for step in steps:
             callback.draw(writer, "val", step, module, x, y, out)
-    release.set()
+    return callback, writer, module, (x, y, out)
+
+
+def test_the_end_of_training_waits_for_the_drawings_and_a_backlog_is_bounded():
+    """A drawing not started when the next one of the same view arrives is dropped for it (no backlog can delay the
+    end of a run); the end of training still waits for what is in progress and for the newest one."""
+    callback, writer, module, (x, y, out) = drawings_behind_a_blocked_one(steps=(1, 2, 3))  # 1, 2: replaced in turn
+    writer.release.set()
     callback.on_train_end(None, module)
     assert [c.step for c in writer.calls] == [0, 3] and callback.dropped == 2
     callback.teardown(None, module, "fit")
@@ -545,25 +558,9 @@ def test_the_end_of_training_waits_for_the_drawings_and_a_backlog_is_bounded():
 
 
 def test_on_an_exception_the_drawings_in_flight_are_finished_and_there_are_at_most_two():
-    started, release = threading.Event(), threading.Event()
-
-    class BlockingWriter(RecordingWriter):
-        def add_image(self, *args, **kwargs):
-            started.set()
-            assert release.wait(timeout=5)
-            super().add_image(*args, **kwargs)
-
-    module = make_module()
-    x, y = make_batch(4)
-    out = forward(module, x)
-    callback, writer = ReconstructionGrid(nrow=4, min_side=8, num_images=4), BlockingWriter()
-    with torch.no_grad():
-        callback.draw(writer, "val", 0, module, x, y, out)
-        assert started.wait(timeout=5)
-        for step in (1, 2):
-            callback.draw(writer, "val", step, module, x, y, out)
+    callback, writer, module, _ = drawings_behind_a_blocked_one(steps=(1, 2))
     assert len(callback._pending) == 2  # the one in progress and the newest
-    threading.Timer(0.2, release.set).start()
+    threading.Timer(0.2, writer.release.set).start()
     callback.on_exception(None, module, KeyboardInterrupt())
     assert [c.step for c in writer.calls] == [0, 2] and callback.dropped == 1
     callback.teardown(None, module, "fit")

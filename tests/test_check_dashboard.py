@@ -28,12 +28,17 @@ check = load_script()
 
 def test_without_node_or_the_npm_packages_it_skips_with_a_reason_and_exit_0(tmp_path):
     assert check.missing_prerequisites(None, tmp_path).startswith("node not found")
-    reason = check.missing_prerequisites("/usr/bin/node", tmp_path)
+    node = tmp_path / "node"
+    assert "--node" in check.missing_prerequisites(str(node), tmp_path)  # not there
+    node.write_text("#!/bin/sh\n")
+    assert "not an executable" in check.missing_prerequisites(str(node), tmp_path)
+    node.chmod(0o755)
+    reason = check.missing_prerequisites(str(node), tmp_path)
     assert "puppeteer-core and @sparticuz/chromium not installed" in reason and "npm install --prefix" in reason
     for name in ("puppeteer-core", "@sparticuz/chromium"):
         (tmp_path / "node_modules" / name).mkdir(parents=True)
         (tmp_path / "node_modules" / name / "package.json").write_text("{}")
-    assert check.missing_prerequisites("/usr/bin/node", tmp_path) is None
+    assert check.missing_prerequisites(str(node), tmp_path) is None
 
     # the command line: nothing is trained or started, a clear line, exit 0 (2 with --require-browser)
     command = [sys.executable, str(SCRIPT), "--node", "/nonexistent/node", "--prefix", str(tmp_path / "none")]
