@@ -249,6 +249,11 @@ def run_browser(node: str, prefix: Path, base: str, out: Path, work: Path, size:
     return raw
 
 
+def skip(args: argparse.Namespace, reason: str) -> int:
+    """Say why the check cannot run here; the exit status for that: 0, or 2 with --require-browser."""
+    print(f"{SKIPPED}: {reason}")
+    return EXIT_SKIP_REQUIRED if args.require_browser else 0
+
 
 def check_pages(args: argparse.Namespace, server: contextlib.AbstractContextManager[str], over: str,
                 tabs: Sequence[Tab], out: Path, work: Path, empty_state: str, script_name: str,
@@ -263,13 +268,13 @@ def check_pages(args: argparse.Namespace, server: contextlib.AbstractContextMana
             raw = run_browser(args.node, args.prefix, base, out.resolve(), work, (width, height), tabs, empty_state,
                               script_name)
     except BrowserUnavailable as error:  # a Chromium that cannot start here is a missing prerequisite too
-        print(f"{SKIPPED}: {error}")
-        return EXIT_SKIP_REQUIRED if args.require_browser else 0
+        return skip(args, str(error))
     results = results_of(tabs, raw, app=app, ignore=ignore)
     print(summary(results))
     failed = [r.name for r in results if not r.ok]
     print(f"{FAILED}: {', '.join(failed)}" if failed else f"all {len(results)} {noun} passed; screenshots in {out}")
     return 1 if failed else 0
+
 
 NODE_SCRIPT = r"""
 import chromium from '@sparticuz/chromium';

@@ -35,8 +35,6 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # (scripts/: the shared browser check)
 from browser_check import (  # noqa: E402  (the names the tests and other scripts use from here, too)
-    EXIT_SKIP_REQUIRED,
-    SKIPPED,
     BrowserUnavailable,
     Tab,
     TabResult,
@@ -48,14 +46,13 @@ from browser_check import (  # noqa: E402  (the names the tests and other script
     select_tabs,
     serve,
     shrink_png,
+    skip,
     summary,
     train,
 )
 
 __all__ = ["BrowserUnavailable", "Tab", "TabResult", "free_port", "missing_prerequisites", "problems_of",
            "shrink_png", "summary", "TABS", "main"]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_series(name: str, tag: str, kind: str, selector: str, at_least: int = 1) -> Tab:
@@ -125,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     reason = missing_prerequisites(args.node, args.prefix)
     if reason is not None:
-        print(f"{SKIPPED}: {reason}")
-        return EXIT_SKIP_REQUIRED if args.require_browser else 0
+        return skip(args, reason)
     try:
         tabs = select_tabs(TABS, args.tabs)
     except ValueError as error:
@@ -140,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs {runs} is not a folder")
     return check_pages(args, tensorboard(runs.resolve(), free_port(), work / "tensorboard.log"), str(runs), tabs, out,
                        work, EMPTY_STATE, "vaelab_check_dashboard.mjs")
+
 
 if __name__ == "__main__":
     sys.exit(main())

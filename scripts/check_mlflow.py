@@ -36,9 +36,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # (scripts/: the shared browser check)
 from browser_check import (  # noqa: E402
-    EXIT_SKIP_REQUIRED,
     FAILED,
-    SKIPPED,
     Tab,
     add_browser_arguments,
     check_pages,
@@ -46,10 +44,10 @@ from browser_check import (  # noqa: E402
     missing_prerequisites,
     select_tabs,
     serve,
+    skip,
     train,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 #: the metric charted and the image opened
 METRIC, IMAGE = "val/elbo", "dashboard/val/reconstructions.png"
 #: MLflow's own "nothing here" and error messages
@@ -175,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is None and importlib_missing("mlflow"):
         reason = "MLflow is not installed (pip install .[mlflow])"
     if reason is not None:
-        print(f"{SKIPPED}: {reason}")
-        return EXIT_SKIP_REQUIRED if args.require_browser else 0
+        return skip(args, reason)
 
     work = Path(tempfile.mkdtemp(prefix="vaelab-mlflowcheck-"))
     out = args.out or work / "screenshots"
