@@ -6,7 +6,9 @@
     python scripts/family_table.py --families vae,ae --data mnist --seeds 1
     python scripts/family_table.py --render-only     # rewrite the table and plot from logs/families/ as they are
 
-A run that finished before is not run again: an interrupted table goes on where it stopped.
+A run that finished before is not run again (a training whose metrics.json says completed, its checkpoint there):
+an interrupted table goes on where it stopped, a stopped training from its last.ckpt. SIGTERM, SIGINT (Ctrl-C) or
+SIGHUP reach the runs going too: the table passes the signal on, waits for them to end, and exits 128 + the signal.
 """
 
 from __future__ import annotations

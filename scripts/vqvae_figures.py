@@ -19,11 +19,17 @@ from torchvision.utils import save_image
 
 import vaelab
 from vaelab.callbacks.grids import upscale
+from vaelab.tasks.evaluate import WRITE_KEYS
+from vaelab.trust import read_checkpoint
 
 
 def test_images(checkpoint: Path, n: int, data_dir: str | None) -> torch.Tensor:
-    """The first ``n`` test images of the data the checkpoint was trained on."""
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)["vaelab_data"]
+    """The first ``n`` test images of the data the checkpoint was trained on (its data settings read by the one
+    trusted loader: plain values, vaelab's classes only)."""
+    stored = read_checkpoint(checkpoint).get("vaelab_data")
+    if stored is None:
+        raise SystemExit(f"{checkpoint} does not say which data it was trained on")
+    stored = {k: v for k, v in stored.items() if k not in WRITE_KEYS}
     if data_dir:
         stored = {**stored, "data_dir": data_dir}
     datamodule = instantiate(stored)

@@ -14,8 +14,7 @@ from conftest import compose_eval, compose_train
 from lightning import Callback
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from vaelab.callbacks.divergence import DivergedError
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, DivergedError
 from vaelab.models import AutoencoderModule
 from vaelab.models.objectives import FactorVAE
 from vaelab.models.objectives.factor_vae import (
@@ -323,3 +322,44 @@ def test_gradient_clipping_is_refused_with_the_key_and_divergence_is_still_caugh
     assert message.startswith("Training diverged at step 1 (epoch 0): the loss is not finite (")
     assert "gradient_clip_val" not in message  # (advice it could not follow)
     assert json.loads((tmp_path / "nan" / "run" / "metrics.json").read_text())["status"] == "diverged"
+
+
+# ------------------------------------------------------------- batches the discriminator cannot split (issue 24, 3)
+def test_a_batch_too_small_for_both_classes_is_refused_before_training(tmp_path):
+    """A batch of 1 code gives D the same code as both classes, one of 2 an unshuffled code as the "product": the TC
+    term would be meaningless, so FactorVAE refuses any setting that gives a batch of fewer than 3 codes: the batch
+    sizes before anything is built, a split's last, partial batch when the data are there (the digits: 1293 train,
+    144 val, 360 test images), each with one message naming the key and sizes that fit."""
+    common = ["model=factor_vae", "logger=none", "callbacks=minimal", "model.objective.hidden_dims=[16]"]
+    refused = {
+        "data.batch_size=1": r"data.batch_size = 1 is invalid for FactorVAE: it must be an integer >= 3",
+        "data.batch_size=2": r"data.batch_size = 2 is invalid for FactorVAE: it must be an integer >= 3",
+        "data.eval_batch_size=2": r"data.eval_batch_size = 2 is invalid for FactorVAE: it must be an integer >= 3",
+        "data.batch_size=4": r"data.batch_size = 4 .* the 1293 images of the train split leave a last batch of 1 "
+                             r"code\(s\).* e.g. data.batch_size=3 or data.batch_size=5",
+        "data.eval_batch_size=142": r"data.eval_batch_size = 142 .* the 144 images of the val split leave a last "
+                                    r"batch of 2 code\(s\)",
+    }
+    for i, (setting, message) in enumerate(refused.items()):
+        with pytest.raises(ConfigError, match=message):
+            train(compose_train(tmp_path / str(i), [*common, setting]))
+        record = json.loads((tmp_path / str(i) / "run" / "metrics.json").read_text())
+        assert record["status"] == "failed" and not record.get("global_step")  # nothing trained
+    # the same settings are fine for a family without a discriminator
+    train(compose_train(tmp_path / "vae", ["logger=none", "callbacks=minimal", "data.batch_size=4"]))
+
+
+def test_the_last_batch_of_every_process_is_checked_and_the_sizes_offered_fit_every_split():
+    from vaelab.rules import factor_vae_batch_problems
+
+    fine = {"train": 32, "val": 512, "test": 512}
+    assert factor_vae_batch_problems(fine, {"train": (1293,), "val": (144,), "test": (360,)}) == []
+    # two processes: training shards padded to 647 each (647 = 161 * 4 + 3: fine); val shards of 73 and 72 images
+    [message] = factor_vae_batch_problems({"train": 4, "val": 71, "test": 71},
+                                          {"train": (647, 647), "val": (73, 72), "test": (180, 180)})
+    assert message.startswith("data.eval_batch_size = 71 is invalid for FactorVAE here: the 73 images of the val "
+                              "split (each of 2 processes' share) leave a last batch of 2 code(s)")
+    sizes = [int(s) for s in message.split("e.g. ")[1].replace("data.eval_batch_size=", "").split(" or ")]
+    assert all(n % b == 0 or n % b >= 3 for b in sizes for n in (73, 72, 180))  # for val and test alike
+    with pytest.raises(ValueError, match="training batch of 2 code"):  # (data bind could not see: refused anyway)
+        FactorVAE(latent_dim=2, hidden_dims=[8])(None, None, pass_of(torch.randn(2, 2)), 0)

@@ -21,9 +21,10 @@ from conftest import FAST, ROOT, compose_eval, compose_train
 from lightning import Callback
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from vaelab.callbacks.divergence import DivergedError, advice, divergence_message, non_finite_terms
+from vaelab.callbacks.divergence import advice, divergence_message
 from vaelab.callbacks.progress import EpochLines, progress_bar
-from vaelab.errors import ConfigError
+from vaelab.errors import ConfigError, DivergedError
+from vaelab.models.epoch_sums import non_finite_terms
 from vaelab.reports import sweep as sweep_report
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.record import write_json

@@ -4,8 +4,13 @@ hand-written run folders back into mean ± sd (no training here)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import compose_eval, compose_train
@@ -95,3 +100,138 @@ def test_a_failed_job_stops_the_table(tmp_path, monkeypatch):
         families.run_table("small", tmp_path, tmp_path, None, ["ae", "dae", "vae"], ["mnist"], [1], jobs=2)
     with pytest.raises(ValueError, match="jobs=0"):
         families.run_table("small", tmp_path, tmp_path, None, ["ae"], ["mnist"], [1], jobs=0)
+
+
+# ------------------------------------------------------------------------ a rerun and a signal (issue 24, fault 1)
+def stubbed_runs(monkeypatch, eval_fails: bool = False, train_status: str = "completed"):
+    """``families.run`` replaced by a stub that leaves what each process would: a training its record (with
+    ``train_status``) and checkpoints, an evaluation its record (or a failure, with ``eval_fails``). Returns the
+    commands run."""
+    commands: list[list[str]] = []
+
+    def fake_run(cmd, cwd):
+        commands.append(cmd)
+        run_dir = Path(cmd[-1].split("=", 1)[1])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cmd[1] == "src/eval.py":
+            if eval_fails:
+                raise subprocess.CalledProcessError(143, cmd)
+            (run_dir / "metrics.json").write_text(json.dumps({"status": "completed", "test": {}}))
+            return 2.0
+        ckpts = run_dir / "checkpoints"
+        ckpts.mkdir(exist_ok=True)
+        version = len(list(ckpts.glob("epoch_*.ckpt")))
+        best = ckpts / ("epoch_000.ckpt" if version == 0 else f"epoch_000-v{version}.ckpt")
+        best.write_bytes(b"weights")
+        (ckpts / "last.ckpt").write_bytes(b"weights")
+        (run_dir / "metrics.json").write_text(json.dumps({
+            "status": train_status, "test_ckpt": str(best), "last_ckpt": str(ckpts / "last.ckpt"), "seconds": 5.0}))
+        return 7.0
+
+    monkeypatch.setattr(families, "run", fake_run)
+    return commands
+
+
+def scripts_run(commands):
+    return [cmd[1] for cmd in commands]
+
+
+def test_a_finished_training_is_not_trained_again(tmp_path, monkeypatch):
+    vae = next(f for f in FAMILIES if f.key == "vae")
+    commands = stubbed_runs(monkeypatch, eval_fails=True)  # trained, then the evaluation was stopped
+    with pytest.raises(subprocess.CalledProcessError):
+        families.run_one(vae, "mnist", BUDGETS["small"], 1, tmp_path, tmp_path, None)
+    assert scripts_run(commands) == ["src/train.py", "src/eval.py"]
+    commands = stubbed_runs(monkeypatch)
+    families.run_one(vae, "mnist", BUDGETS["small"], 1, tmp_path, tmp_path, None)
+    assert scripts_run(commands) == ["src/eval.py"]  # the training is not run again into its folder
+    folder = tmp_path / "mnist" / "vae" / "seed1"
+    assert [p.name for p in (folder / "train" / "checkpoints").glob("*-v*")] == []
+    assert json.loads((folder / "times.json").read_text()) == {"train_seconds": 7.0, "eval_seconds": 2.0}
+    assert families.finished(folder / "train") and not families.finished(folder / "eval" / "nothing")
+
+
+def test_a_stopped_training_goes_on_from_its_last_checkpoint(tmp_path, monkeypatch):
+    vae = next(f for f in FAMILIES if f.key == "vae")
+    stubbed_runs(monkeypatch, eval_fails=True, train_status="terminated")
+    with pytest.raises(subprocess.CalledProcessError):
+        families.run_one(vae, "mnist", BUDGETS["small"], 1, tmp_path, tmp_path, None)
+    train_dir = tmp_path / "mnist" / "vae" / "seed1" / "train"
+    commands = stubbed_runs(monkeypatch)
+    families.run_one(vae, "mnist", BUDGETS["small"], 1, tmp_path, tmp_path, None)
+    assert scripts_run(commands) == ["src/train.py", "src/eval.py"]
+    assert f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}" in commands[0]
+
+
+def test_an_unfinished_training_without_last_ckpt_starts_afresh_in_an_empty_folder(tmp_path, monkeypatch):
+    vae = next(f for f in FAMILIES if f.key == "vae")
+    train_dir = tmp_path / "mnist" / "vae" / "seed1" / "train"
+    (train_dir / "checkpoints").mkdir(parents=True)
+    (train_dir / "checkpoints" / "epoch_000.ckpt").write_bytes(b"old")
+    (train_dir / "metrics.json").write_text(json.dumps({"status": "failed"}))
+    commands = stubbed_runs(monkeypatch)
+    families.run_one(vae, "mnist", BUDGETS["small"], 1, tmp_path, tmp_path, None)
+    assert scripts_run(commands) == ["src/train.py", "src/eval.py"]
+    assert not any("ckpt_path=" in o and "last.ckpt" in o for o in commands[0])
+    assert sorted(p.name for p in (train_dir / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    assert (train_dir.with_name("train.unfinished1") / "checkpoints" / "epoch_000.ckpt").read_bytes() == b"old"
+
+
+STUB_TRAINING = """
+import json, os, signal, sys, time
+from pathlib import Path
+run_dir = Path(sys.argv[1].split("=", 1)[1])
+run_dir.mkdir(parents=True, exist_ok=True)
+def stop(signum, frame):
+    time.sleep(0.5)  # an orderly stop takes a while: the table must wait for it
+    (run_dir / "metrics.json").write_text(json.dumps({"status": "terminated"}))
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+(run_dir / "pid").write_text(str(os.getpid()))
+time.sleep(120)
+"""
+
+TABLE = """
+import sys
+from pathlib import Path
+from vaelab.reports import families
+stub, out = sys.argv[1], Path(sys.argv[2])
+families.command = lambda script, overrides, run_dir, extra: [sys.executable, stub, f"hydra.run.dir={run_dir}"]
+families.run_table("small", out, out.parent, None, ["vae"], ["mnist"], [1])
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").is_file() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_sigterm_reaches_the_training_and_the_table_waits_for_it(tmp_path):
+    (tmp_path / "stub.py").write_text(STUB_TRAINING)
+    (tmp_path / "table.py").write_text(TABLE)
+    log = tmp_path / "table.log"  # (not a pipe: a training left running would hold it open)
+    with log.open("w") as stream:
+        table = subprocess.Popen([sys.executable, str(tmp_path / "table.py"), str(tmp_path / "stub.py"),
+                                  str(tmp_path / "out")], start_new_session=True, stderr=stream)
+    pid_file = tmp_path / "out" / "small" / "mnist" / "vae" / "seed1" / "train" / "pid"
+    child = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert table.poll() is None, log.read_text()
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        table.send_signal(signal.SIGTERM)  # the table's process only, as a scheduler sends it
+        table.wait(timeout=60)
+        stderr = log.read_text()
+        assert table.returncode == 143, stderr
+        record = json.loads((pid_file.parent / "metrics.json").read_text())  # ended before the table did
+        assert record["status"] == "terminated" and not _alive(child)
+        assert "SIGTERM: passed on to the 1 run(s)" in stderr and "Run the same command again" in stderr
+    finally:
+        for pid in (table.pid, child):
+            if pid is not None and _alive(pid):
+                os.kill(pid, signal.SIGKILL)

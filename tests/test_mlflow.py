@@ -17,10 +17,10 @@ from omegaconf import open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from vaelab.callbacks.divergence import DivergedError
+from vaelab.errors import DivergedError
 from vaelab.loggers_mlflow import RUN_STATUS, run_status, sqlite_uri
 from vaelab.reports.event_images import EventImage, latest_images
-from vaelab.tasks.naming import sweep_name
+from vaelab.tasks.run_names import sweep_name
 from vaelab.tasks.train import train
 
 #: the tests that need MLflow (`make test` installs it: pip install -e .[dev,mlflow])

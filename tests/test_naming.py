@@ -18,10 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import OmegaConf, open_dict
 
-from vaelab.tasks import naming
+from vaelab.tasks import cluster, run_names
+from vaelab.tasks.hparams import run_hparams
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
-ENV.pop(naming.RUN_ID_ENV, None)
+ENV.pop(run_names.RUN_ID_ENV, None)
 TINY = ["trainer=cpu", "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
         "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "test=false", "callbacks=none"]
 STAMP = "2026-11-27_14-30-05"
@@ -32,8 +33,8 @@ TOKEN = r"[0-9a-z]{6}"
 def own_process(monkeypatch):
     """Each test starts as a process without a run token (and leaves none behind for the processes tests start),
     and leaves no Hydra job config behind for the tests after it."""
-    monkeypatch.delenv(naming.RUN_ID_ENV, raising=False)
-    monkeypatch.setattr(naming, "_token", None)
+    monkeypatch.delenv(run_names.RUN_ID_ENV, raising=False)
+    monkeypatch.setattr(run_names, "_token", None)
     yield
     HydraConfig.instance().cfg = None
 
@@ -80,7 +81,7 @@ def test_two_runs_started_together_get_a_folder_each(tmp_path):
 
 def test_two_processes_in_the_same_second_resolve_two_run_folders():
     first = resolve(hydra_config([]), "hydra.run.dir")
-    naming._token = None  # another process
+    run_names._token = None  # another process
     second = resolve(hydra_config([]), "hydra.run.dir")
     assert first != second
     for run_dir in (first, second):
@@ -88,11 +89,11 @@ def test_two_processes_in_the_same_second_resolve_two_run_folders():
 
 
 def test_one_process_and_its_ddp_workers_see_one_folder():
-    token = naming.export_run_id()  # as src/train.py does: the processes started from here inherit it
+    token = run_names.export_run_id()  # as src/train.py does: the processes started from here inherit it
     cfg = hydra_config(["model=ae"])
     run_dir = resolve(cfg, "hydra.run.dir")
     assert resolve(cfg, "hydra.run.dir") == run_dir  # Hydra resolves it more than once
-    assert run_dir.endswith(f"_{token}") and os.environ[naming.RUN_ID_ENV] == token
+    assert run_dir.endswith(f"_{token}") and os.environ[run_names.RUN_ID_ENV] == token
     # Lightning's DDP launcher starts each extra process with the folder it reads from Hydra's config
     from lightning.fabric.strategies.launchers.subprocess_script import _hydra_subprocess_cmd
 
@@ -108,14 +109,38 @@ def test_one_process_and_its_ddp_workers_see_one_folder():
         (["model=beta_vae"], "beta_vae_z16_b4"),
         (["model=beta_vae", "model/net=conv", "model/beta_schedule=linear", "model.latent_dim=10", "data=mnist"],
          "beta_vae-conv_z10_b4-linear_mnist"),
-        (["model/objective=capacity", "model.beta=1000"], "vae-capacity_z16_b1000"),
+        (["model/objective=capacity", "model.beta=1000"], "vae-capacity_z16_g1000"),
+        # what model.beta is, by the objective's own name: FactorVAE's γ, VQ-VAE's commitment cost, none for a prior
+        (["model=factor_vae"], "factor_vae_z16_g10"),
+        (["model=vqvae"], "vqvae-vqvae_z16_c0.25"),
+        (["model=vqvae_prior", "model.init_from=/x.ckpt"], "vqvae_prior-prior_fit-vqvae_z16"),
         (["model=iwae"], "iwae_z16"),
         (["model=beta_tcvae", "model.beta=0.5"], "beta_tcvae_z16_b0.5"),
     ],
 )
 def test_a_run_folder_says_what_the_run_is(overrides, name):
     run_dir = resolve(hydra_config(overrides), "hydra.run.dir")
-    assert run_dir == f"/logs/train/runs/{name}_{STAMP}_{naming.run_id()}"
+    assert run_dir == f"/logs/train/runs/{name}_{STAMP}_{run_names.run_id()}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "column", "value"),
+    [
+        (["model=beta_vae"], "model.beta", 4),
+        (["model=factor_vae"], "gamma (model.beta)", 10),
+        (["model/objective=capacity", "model.beta=1000"], "gamma (model.beta)", 1000),
+        (["model=vqvae"], "commitment (model.beta)", 0.25),
+        (["model=vqvae_prior", "model.init_from=/x.ckpt"], None, None),
+        (["model=iwae"], None, None),
+    ],
+)
+def test_each_objective_shows_its_own_weight_under_its_own_name(overrides, column, value):
+    """The objective class declares what model.beta is to it; one HParams column never mixes two meanings."""
+    cfg = hydra_config(overrides)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    hparams = run_hparams(cfg, choices)
+    weights = {k: v for k, v in hparams.items() if "model.beta" in k and "schedule" not in k}
+    assert weights == ({} if column is None else {column: value})
 
 
 def test_without_hydra_the_description_is_read_from_the_config():
@@ -123,7 +148,7 @@ def test_without_hydra_the_description_is_read_from_the_config():
     cfg = hydra_config(["model=ae", "model/net=conv", "data=fashion_mnist"])
     with open_dict(cfg):
         del cfg["hydra"]
-    assert naming.describe(cfg) == "ae-conv_z16_fashion_mnist"
+    assert run_names.describe(cfg) == "ae-conv_z16_fashion_mnist"
 
 
 def test_sweep_job_folders_are_named_by_their_overrides():
@@ -134,9 +159,9 @@ def test_sweep_job_folders_are_named_by_their_overrides():
     assert re.fullmatch(rf"/logs/train/multiruns/{STAMP}_{TOKEN}", sweep)
     # sorted as Hydra's override_dirname; noisy keys left out; a group's / and a list's brackets made safe
     assert job == "3_model.beta=4,model.net.encoder.hidden_dims=512+256,model.objective=iwae"
-    long = naming.overrides_name([f"model.optimizer.lr={i}" for i in range(100)])
-    assert len(long) == naming.MAX_OVERRIDES and long != naming.overrides_name(["model.optimizer.lr=1"] * 100)
-    assert naming.overrides_name([]) == "defaults"
+    long = run_names.overrides_name([f"model.optimizer.lr={i}" for i in range(100)])
+    assert len(long) == run_names.MAX_OVERRIDES and long != run_names.overrides_name(["model.optimizer.lr=1"] * 100)
+    assert run_names.overrides_name([]) == "defaults"
 
 
 def test_eval_folders_sit_under_the_run_they_evaluate():
@@ -160,8 +185,8 @@ def test_inside_slurm_every_rank_and_a_requeued_job_find_the_same_folder_and_no_
         monkeypatch.setenv(key, value)
 
     def run_dir():
-        naming._token = None  # every rank, and the requeued job, is a process of its own
-        naming._slurm_stamp = None
+        run_names._token = None  # every rank, and the requeued job, is a process of its own
+        cluster._claimed = None
         cfg = hydra_config(["model=ae"])
         with open_dict(cfg):
             cfg.paths.log_dir = str(tmp_path)

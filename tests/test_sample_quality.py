@@ -187,3 +187,61 @@ def test_weights_are_checked_against_their_sha256(tmp_path):
     for name, spec in FEATURE_NETS.items():  # the shipped files are the ones measured, and small
         assert spec.path.stat().st_size < 1_000_000, name
         load_feature_net(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A damaged shipped file (issue 24, fault 2): one warning, the other metrics kept, the scores marked unavailable
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def damaged_weights(tmp_path, monkeypatch):
+    """The shipped feature networks' folder replaced by one holding a damaged copy of each file (one byte flipped):
+    the real files are left alone. Returns the damaged digits file."""
+    from vaelab.metrics import feature_net
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for spec in FEATURE_NETS.values():
+        data = bytearray(spec.path.read_bytes())
+        data[-100] ^= 0xFF
+        (folder / spec.filename).write_bytes(bytes(data))
+    monkeypatch.setattr(feature_net, "WEIGHTS_DIR", folder)
+    return folder / FEATURE_NETS["digits"].filename
+
+
+def test_a_damaged_shipped_file_says_what_to_do(damaged_weights):
+    with pytest.raises(WeightsError, match=r"SHA-256 .* not the expected .*Reinstall vaelab") as caught:
+        load_feature_net("digits")
+    assert str(damaged_weights) in str(caught.value)
+
+
+def test_a_damaged_feature_network_costs_the_sample_scores_only_in_training_and_evaluation(tmp_path, damaged_weights,
+                                                                                            caplog):
+    import json
+
+    from conftest import compose_eval, compose_train
+
+    from vaelab.metrics.sample_quality import UNAVAILABLE
+    from vaelab.tasks.evaluate import run_evaluation
+    from vaelab.tasks.train import train
+
+    caplog.set_level("WARNING")
+    train(compose_train(tmp_path, ["logger=none", "callbacks=[minimal,sample_quality]", "model.latent_dim=4",
+                                   "callbacks.sample_quality.every_n_epochs=1", "callbacks.sample_quality.n=50",
+                                   "callbacks.sample_quality.test_n=50"]))
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["status"] == "completed"
+    assert {"test/elbo", "test/recon", "test/kl"} <= set(record["test"]) and "test/fcd" not in record["test"]
+    for why in (record[UNAVAILABLE], caplog.text):
+        assert str(damaged_weights) in why and "SHA-256" in why and "Reinstall vaelab" in why
+    said = [r for r in caplog.records if "Sample quality" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is None  # once (validation and test), no traceback
+
+    caplog.clear()
+    run_evaluation(compose_eval(tmp_path, [f"ckpt_path={record['test_ckpt']}", "iw_k=0", "sample_quality.n=50"]))
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["status"] == "completed" and "test/fcd" not in evaluated["test"]
+    assert {"test/neg_elbo", "test/linear_probe"} <= set(evaluated["test"])
+    assert str(damaged_weights) in evaluated[UNAVAILABLE] and "Reinstall vaelab" in evaluated[UNAVAILABLE]
+    assert len([r for r in caplog.records if "Sample quality" in r.getMessage()]) == 1

@@ -374,7 +374,6 @@ def test_a_quantized_code_needs_a_grid_net():
                           objective={"_target_": "vaelab.models.objectives.VQVAE"}).model(torch.rand(2, 1, 8, 8))
 
 
-
 def test_every_process_of_distributed_training_makes_the_same_codebook_update(tmp_path):
     import torch.multiprocessing as mp
     from codebook_processes import update_on_one_of_two_processes  # (a light module: the processes import it)

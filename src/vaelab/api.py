@@ -29,14 +29,14 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), config_dir: 
     """The config ``config_name`` (``train`` or ``eval``) with ``overrides``, composed as the command line would
     (``config_dir``: a folder of the user's own config groups, as ``--config-dir``), with its Hydra node: the run
     folder it names is made here, and set as the job's output folder."""
-    from vaelab.tasks import naming
+    from vaelab.tasks import run_names
 
-    os.environ[naming.RUN_ID_ENV] = naming.new_token()  # a folder of its own for every run of this process
+    os.environ[run_names.RUN_ID_ENV] = run_names.new_token()  # a folder of its own for every run of this process
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR), job_name=config_name):
         if config_dir is not None:  # searched before vaelab's own groups, as --config-dir does
             overrides = [f"hydra.searchpath=[file://{Path(config_dir).resolve()}]", *overrides]
-        cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        cfg = _compose(config_name, list(overrides))
     run_dir = Path(OmegaConf.select(cfg, "hydra.run.dir")).resolve()
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(run_dir)
@@ -46,9 +46,25 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), config_dir: 
     return cfg
 
 
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Hydra's ``compose``, except that a config file that is not valid YAML (one of ``config_dir``'s) is one
+    :class:`~vaelab.tasks.hydra_job.ConfigFileError` naming the file, line and column, not YAML's own error."""
+    import yaml
+
+    from vaelab.tasks.hydra_job import ConfigFileError, yaml_error_message
+
+    try:
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    except yaml.YAMLError as err:
+        raise ConfigFileError(yaml_error_message(err)) from None
+
+
 def _run(config_name: str, task: Callable[[DictConfig], Any], overrides: Sequence[str],
          config_dir: str | Path | None) -> dict[str, Any]:
+    from vaelab.tasks.hydra_job import quiet_lightning_tips
+
     cfg = compose_config(config_name, overrides, config_dir)
+    quiet_lightning_tips()  # (Lightning's advertisements; its other lines print as they do)
     run_dir = Path(cfg.hydra.runtime.output_dir)
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.resolve(job)

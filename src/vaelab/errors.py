@@ -18,3 +18,7 @@ class DataNotFoundError(VaelabError, FileNotFoundError):
 class DataFileError(VaelabError, ValueError):
     """A data set's file is there but unusable (truncated, empty, not the expected format, or disagreeing with
     its partner file); the message names the file and says how to get a good one."""
+
+
+class DivergedError(VaelabError, FloatingPointError):
+    """Training produced a non-finite loss or weights; the message says where and what to try."""

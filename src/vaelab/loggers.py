@@ -107,7 +107,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
                         step: int | None = None) -> None:
         """Keep ``params`` for ``hparams.yaml`` (as Lightning does) and write, the first time, the HParams session
         start with their scalar values (flattened, ``model.beta``; the training task hands in the hyperparameters
-        that tell runs apart, :func:`vaelab.tasks.naming.run_hparams`); ``metrics``, if given, are logged as scalars
+        that tell runs apart, :func:`vaelab.tasks.hparams.run_hparams`); ``metrics``, if given, are logged as scalars
         (no HParams experiment summary: see the module)."""
         params = _convert_params(params)
         if isinstance(params, Container):

@@ -10,7 +10,7 @@
 What a run holds, and where it comes from:
 
 - **params**: the hyperparameters that tell runs apart, the same as TensorBoard's HParams columns (``model``,
-  ``model.beta``, … from :func:`vaelab.tasks.naming.run_hparams`; the training task hands them to every logger);
+  ``model.beta``, … from :func:`vaelab.tasks.hparams.run_hparams`; the training task hands them to every logger);
 - **metrics**: what Lightning logs (``train/…`` and ``val/…`` each epoch, at the step TensorBoard uses; the test
   results ``test/…`` once), and ``best/val_elbo`` (``best/<monitor>``), the best checkpoint's score, at the end;
 - **artifacts**: ``config.yaml`` (the resolved config), ``metrics.json`` (the run record), ``checkpoints/<best>``
@@ -26,6 +26,21 @@ What a run holds, and where it comes from:
   keeps vaelab's own word. A killed process (SIGKILL) leaves the run ``RUNNING``, as its ``metrics.json`` says
   ``running``.
 
+When the store or server fails (:class:`TrackingError`, one message naming the file or URI and the ways out):
+
+- **before training** (building the logger, the run's params and config): the run stops there, its ``metrics.json``
+  ``failed`` with the message as ``error``. A server is first asked once, with a short timeout and no retries,
+  whether it answers at all (:func:`probe_server`); a SQLite file is first checked for being writable and being a
+  database (:func:`check_sqlite_store`);
+- **once training has started** (the first metrics on): the run goes on without MLflow. One warning says what
+  failed; no further call is made to the store (each would wait out MLflow's retries again); TensorBoard, the
+  checkpoints and ``metrics.json`` go on as before, and the training task adds the warning's text to the record as
+  ``tracking_error`` when the run ends (:attr:`MLflowLogger.tracking_error`). The MLflow run keeps what was logged
+  before the failure and is left ``RUNNING``.
+
+With a server, MLflow's HTTP retries are capped (:data:`HTTP_LIMITS`, each only where its variable is unset): its
+defaults wait about 4 minutes on a server that is down.
+
 MLflow is an optional dependency (``pip install .[mlflow]``): nothing here imports it until a logger is built.
 """
 
@@ -36,10 +51,11 @@ import contextlib
 import json
 import logging
 import math
+import os
 import tempfile
 import weakref
 from argparse import Namespace
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +76,29 @@ RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "diverged": "FAILED",
 #: what a run folder's images are taken from: the dashboard views' tags
 IMAGE_PREFIXES = ("val/",)
 INSTALL_HINT = "pip install .[mlflow]"
+#: MLflow's HTTP retries with a tracking server, set where unset: 4 retries 0, 2, 4, 8 s apart and 30 s for an
+#: answer (MLflow's defaults, 7 retries with a doubling wait from 4 s and 120 s, wait about 254 s on a server that
+#: is down, and again at every call)
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: seconds the first question to a tracking server may take (to connect, then to answer)
+PROBE_TIMEOUT_S = 5
+#: the first bytes of every SQLite database file
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: MLflow's loggers that report a failed SQL statement with its traceback and the statement (vaelab says it once)
+STORE_LOGGERS = ("mlflow.store.db.utils", "alembic")
+#: what SQLite says about a file that is not a database it can read / a database it cannot write
+NOT_A_DATABASE = ("file is not a database", "database disk image is malformed", "file is encrypted")
+READ_ONLY = ("readonly database", "read-only", "unable to open database file", "permission denied")
 
 
 class MlflowMissingError(VaelabError, ModuleNotFoundError):
     """``logger=mlflow`` without MLflow installed."""
+
+
+class TrackingError(VaelabError, RuntimeError):
+    """MLflow's tracking store or server cannot be used (down, read-only, not a database) before training began;
+    the message names the URI or file and the ways out."""
 
 
 def require_mlflow() -> None:
@@ -94,6 +129,156 @@ def sqlite_uri(save_dir: Path | str) -> str:
     return "sqlite:///" + str(Path(save_dir).expanduser().resolve() / DB_NAME)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///…`` URI; None for any other store."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):].split("?", 1)[0])
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (``http://``, ``https://``) rather than a store of files."""
+    return uri.lower().startswith(("http://", "https://"))
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message``, at most ``limit`` characters (MLflow's errors carry whole responses
+    and SQL statements)."""
+    text = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}".rstrip(": ")
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _says(err: BaseException, phrases: tuple[str, ...]) -> bool:
+    """Whether ``err`` or an exception it came from says one of ``phrases`` (MLflow wraps SQLAlchemy's errors, which
+    wrap SQLite's)."""
+    while err is not None:
+        if any(p in str(err).lower() for p in phrases):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def unreachable_reason(err: BaseException) -> str | None:
+    """Why a server could not be reached (refused, no answer in time, unknown host), from ``urllib``'s or MLflow's
+    error; None for a server that answered (with an error of its own)."""
+    if _says(err, ("connection refused",)):
+        return "connection refused: nothing listens there"
+    if _says(err, ("timed out", "timeout")):
+        return "no answer in time"
+    if _says(err, ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")):
+        return "unknown host name"
+    if _says(err, ("max retries exceeded", "failed to establish a new connection", "connection aborted",
+                   "connection reset", "remote end closed")):
+        return _first_line(err, 200)
+    return None
+
+
+def problem(uri: str, err: BaseException) -> str:
+    """What is wrong with the store or server at ``uri``, going by ``err``, naming the file or URI."""
+    path = sqlite_file(uri)
+    if path is not None:
+        if _says(err, NOT_A_DATABASE):
+            return not_a_database(path)
+        if _says(err, READ_ONLY):
+            return read_only(path)
+        return f"MLflow's store {path} failed ({_first_line(err)})"
+    if is_server(uri):
+        reason = unreachable_reason(err)
+        if reason:
+            return unreachable(uri, reason)
+        return f"The MLflow tracking server {uri} failed ({_first_line(err)}): check the server"
+    return f"MLflow's tracking store {uri} failed ({_first_line(err)}): check it"
+
+
+def unreachable(uri: str, reason: str) -> str:
+    """A server that cannot be reached, and its fix."""
+    return f"The MLflow tracking server {uri} cannot be reached ({reason}): start it, or correct the address"
+
+
+def not_a_database(path: Path) -> str:
+    """A store file that SQLite cannot read, and its fix (moved away, not deleted: it may hold runs)."""
+    return (f"MLflow's store {path} is not an SQLite database (another kind of file, or a damaged one). Move it away "
+            f"(mv {path} {path}.bad): the next run makes a new store there")
+
+
+def read_only(path: Path) -> str:
+    """A store file that cannot be written, and its fix."""
+    return (f"MLflow's store {path} cannot be written: the file or its folder is read-only. Make both writable "
+            f"(chmod u+w {path} {path.parent})")
+
+
+def ways_out(uri: str, save_dir: Path) -> str:
+    """How to train anyway: into another log folder, without MLflow, or (with a server or store given by URI)
+    into the SQLite store of the log folder; said after what is wrong."""
+    if sqlite_file(uri) is not None:
+        return "Or give another log folder (paths.log_dir=<folder>), or train without MLflow (logger=tensorboard)"
+    where = ("unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri
+             else "drop logger.mlflow.tracking_uri")
+    return f"Or train without it: logger=tensorboard, or {where} (runs then go into {save_dir / DB_NAME})"
+
+
+def say(problem_text: str, uri: str, save_dir: Path) -> str:
+    """The one message for a store that cannot be used: what is wrong (and its fix), then the ways out."""
+    return f"{problem_text}. {ways_out(uri, save_dir)}"
+
+
+def check_sqlite_store(path: Path) -> None:
+    """Refuse, with one :class:`TrackingError` naming it, a store MLflow could not use: a file (or folder) that
+    cannot be written, or a file that is not an SQLite database. (A missing or empty file is a new store.)"""
+    folder = path.parent
+    writable = os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if not writable:
+        raise TrackingError(say(read_only(path), sqlite_uri(folder), folder))
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as stream:
+            if stream.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                raise TrackingError(say(not_a_database(path), sqlite_uri(folder), folder))
+
+
+def probe_server(uri: str, save_dir: Path, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Ask the tracking server at ``uri`` once (``GET <uri>/health``, no retries, ``timeout`` seconds) whether it
+    answers at all; any answer will do, an HTTP error too (the calls that follow say what the server thinks of
+    them). One that cannot be reached raises :class:`TrackingError` naming the URI and the ways out, in seconds,
+    where MLflow's own retries would take minutes. (The standard library's ``urllib``: no MLflow to import first.)"""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context()  # (whether the certificate is good is for MLflow's own calls to say)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout, context=context):
+            pass
+    except urllib.error.HTTPError:  # (an answer)
+        return
+    except (OSError, ValueError) as err:
+        if isinstance(getattr(err, "reason", err), ssl.SSLError):  # (a server that wants a client certificate)
+            return  # (URLError, a timeout, a reset connection; a malformed address)
+        reason = unreachable_reason(err) or _first_line(err, 200)
+        raise TrackingError(say(unreachable(uri, reason), uri, save_dir)) from err
+
+
+def cap_http_retries() -> None:
+    """Set MLflow's HTTP retries and timeout to :data:`HTTP_LIMITS` where the environment does not set them."""
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
+
+
+@contextlib.contextmanager
+def quiet_store() -> Iterator[None]:
+    """MLflow's SQL store logs every failed statement with a traceback and the SQL before it raises: quiet while
+    vaelab makes the call and says what went wrong itself."""
+    loggers = [logging.getLogger(name) for name in STORE_LOGGERS]
+    levels = [q.level for q in loggers]
+    for q in loggers:
+        q.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for q, level in zip(loggers, levels, strict=True):
+            q.setLevel(level)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock on ``path`` (POSIX ``flock``; nothing where there is none) for the jobs of a parallel sweep
@@ -113,19 +298,17 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def prepare_store(uri: str, lock: Path) -> None:
     """Create (and migrate) the SQLite store under a file lock: two processes making its tables at once would
-    clash."""
+    clash. A store that fails raises one :class:`TrackingError` naming its file."""
     from mlflow.tracking import MlflowClient
 
-    quiet = [logging.getLogger(name) for name in ("alembic", "mlflow.store.db.utils")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.WARNING)
+    path = sqlite_file(uri)
+    if path is not None:
+        check_sqlite_store(path)
     try:
-        with _file_lock(lock):
+        with quiet_store(), _file_lock(lock):
             MlflowClient(uri).search_experiments(max_results=1)
-    finally:
-        for q, level in zip(quiet, levels, strict=True):
-            q.setLevel(level)
+    except Exception as err:
+        raise TrackingError(say(problem(uri, err), uri, lock.parent)) from err
 
 
 def ensure_experiment(client: Any, name: str, artifact_location: str | None, uri: str = "<the store>") -> str:
@@ -145,7 +328,9 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None, uri
             return found.experiment_id
         try:
             return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException:  # (made meanwhile by another process)
+        except MlflowException as err:  # (made meanwhile by another process; any other failure is raised)
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" and not _says(err, ("database is locked",)):
+                raise
             continue
     raise VaelabError(f"Could not create or find the MLflow experiment {name!r}")
 
@@ -170,8 +355,11 @@ class MLflowLogger(LightningMLFlowLogger):
     def __init__(self, save_dir: str, run_dir: str | None = None, experiment_name: str = "train",
                  tracking_uri: str | None = None, artifact_location: str | None = None, log_checkpoint: bool = True,
                  log_images: bool = True, **kwargs: Any) -> None:
-        require_mlflow()
         root = Path(save_dir).expanduser().resolve()
+        if tracking_uri and is_server(tracking_uri):  # (first: asked in moments, before MLflow takes seconds to import)
+            cap_http_retries()
+            probe_server(tracking_uri, root)
+        require_mlflow()
         if not tracking_uri:
             root.mkdir(parents=True, exist_ok=True)
             tracking_uri = sqlite_uri(root)
@@ -192,6 +380,10 @@ class MLflowLogger(LightningMLFlowLogger):
         self._params: dict[str, str] = {}  # logged so far (MLflow keeps a param's first value)
         self._ended = False
         self._lightning_status: str | None = None
+        self._save_dir, self._run_dir = root, Path(run_dir).expanduser().resolve() if run_dir else None
+        self._training = False  # (set by the first metrics: from then on a failure of MLflow does not stop the run)
+        #: what made this logger stop, once MLflow failed after training began (the warning's text); None until then
+        self.tracking_error: str | None = None
         # a run this logger began is ended with Lightning's last word if no run folder ends it (a plain Trainer)
         atexit.register(_end_at_exit, weakref.ref(self))
 
@@ -212,13 +404,49 @@ class MLflowLogger(LightningMLFlowLogger):
         flat = _flatten_dict(_convert_params(params) or {}, delimiter=".")
         new = {k: v for k, v in flat.items() if k not in self._params}
         if new:
-            super().log_hyperparams(new)
+            self._guarded("the run's params", lambda: super(MLflowLogger, self).log_hyperparams(new))
             self._params.update({k: str(v) for k, v in new.items()})
 
     @rank_zero_only
     def log_config(self, config: Mapping[str, Any]) -> None:
         """The run's resolved config as the artifact ``config.yaml``."""
-        self.experiment.log_dict(self.run_id, _plain(config), "config.yaml")
+        self._guarded("the run's config", lambda: self.experiment.log_dict(self.run_id, _plain(config), "config.yaml"))
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Lightning's metrics; from the first of them on, a failure of MLflow no longer stops the run (see
+        :meth:`_guarded`)."""
+        self._training = True
+        self._guarded(f"the metrics of step {step}", lambda: super(MLflowLogger, self).log_metrics(metrics, step))
+
+    def _guarded(self, what: str, action: Callable[[], Any]) -> None:
+        """Do ``action`` (logging ``what``) against the store, and the rule for its failing: before training began,
+        one :class:`TrackingError` naming the store and the ways out stops the run (nothing is lost yet); after, the
+        run goes on without MLflow (:meth:`_give_up`). Once MLflow has failed, nothing more is sent to it."""
+        if self.tracking_error is not None:
+            return
+        try:
+            with quiet_store():
+                action()
+        except VaelabError:
+            raise
+        except Exception as err:
+            if not self._training:
+                message = say(problem(self._tracking_uri, err), self._tracking_uri, self._save_dir)
+                raise TrackingError(message) from err
+            self._give_up(what, err)
+
+    def _give_up(self, what: str, err: Exception) -> None:
+        """Stop sending to MLflow after ``err`` (logging ``what``), saying so once, loudly: the run itself goes on,
+        its record, checkpoints and TensorBoard events untouched (the training task notes :attr:`tracking_error` in
+        the record at the end)."""
+        folder = self._run_dir or "the run folder"
+        self.tracking_error = (
+            f"MLflow failed while logging {what}, and the run went on without it. {problem(self._tracking_uri, err)}. "
+            f"Everything the run logs is still in {folder} (metrics.json, TensorBoard's events, checkpoints/); the "
+            f"MLflow run {self._run_id} keeps only what was logged before and stays RUNNING"
+        )
+        log.warning("%s. %s.", self.tracking_error, ways_out(self._tracking_uri, self._save_dir))
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
@@ -230,14 +458,15 @@ class MLflowLogger(LightningMLFlowLogger):
     def log_run_folder(self, folder: Path | str) -> None:
         """The finished run's folder, once its ``metrics.json`` is written (the training task calls this however
         the run ended): its record, best checkpoint and dashboard images as artifacts, the best score as a metric,
-        then the run's end with the record's status."""
+        then the run's end with the record's status. MLflow failing here is said once, as during training."""
         if not self._initialized or self._ended:
             return
         folder = Path(folder)
         record = _read_record(folder / "metrics.json")
         status = record.get("status")
+        self._training = True  # (the run is over: a failure now cannot stop it)
         try:
-            self._log_folder(folder, record)
+            self._guarded("the run folder's files", lambda: self._log_folder(folder, record))
         finally:
             self.end(run_status(status), status)
 
@@ -246,6 +475,9 @@ class MLflowLogger(LightningMLFlowLogger):
         if self._ended or not self._initialized:
             return
         self._ended = True
+        self._guarded("the run's end", lambda: self._end(mlflow_status, vaelab_status))
+
+    def _end(self, mlflow_status: str, vaelab_status: str | None) -> None:
         client = self.experiment
         if vaelab_status:
             client.set_tag(self.run_id, "vaelab.status", vaelab_status)
@@ -284,7 +516,7 @@ class MLflowLogger(LightningMLFlowLogger):
 
 def _end_at_exit(ref: weakref.ref) -> None:
     logger = ref()
-    if logger is None or logger._ended or not logger._initialized:
+    if logger is None or logger._ended or not logger._initialized or logger.tracking_error is not None:
         return
     status = {"success": "FINISHED", "finished": "FINISHED"}.get(str(logger._lightning_status), "FAILED")
     with contextlib.suppress(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,9 @@ def check(key: str, value: Any) -> None:
 
 def validate_config(cfg: DictConfig, keys: Iterable[str] = tuple(RULES)) -> None:
     """Raise :class:`ConfigError` listing every invalid value of ``keys`` in ``cfg`` (keys that are absent or null
-    are left to their defaults)."""
+    are left to their defaults), and, where ``keys`` hold ``data.batch_size`` (training), every batch size the
+    model's objective cannot use (:func:`factor_vae_config_problems`)."""
+    keys = tuple(keys)
     problems = []
     for key in keys:
         value = OmegaConf.select(cfg, key, default=None)
@@ -102,5 +104,76 @@ def validate_config(cfg: DictConfig, keys: Iterable[str] = tuple(RULES)) -> None
         message = problem(key, value)
         if message:
             problems.append(f"  {message}")
+    if "data.batch_size" in keys and not problems:
+        problems += [f"  {message}" for message in factor_vae_config_problems(cfg)]
     if problems:
         raise ConfigError("Invalid configuration, nothing was run:\n" + "\n".join(problems))
+
+
+# ------------------------------------------------------------------------------------------- FactorVAE's batches
+#: FactorVAE's discriminator sees the first ⌊B/2⌋ codes of a batch as samples of q(z) and the other ⌈B/2⌉, each
+#: dimension shuffled across them, as samples of ∏_j q(z_j) (vaelab.models.objectives.factor_vae.split_batch): a
+#: batch needs one code for the first class and two to shuffle for the second. With 2 codes the "shuffled" half is
+#: one unshuffled code of q(z), with 1 both classes are the same code: the TC term would be meaningless.
+FACTOR_VAE_MIN_BATCH = 3
+#: the setting that sets each split's batch size
+BATCH_KEYS = {"train": "data.batch_size", "val": "data.eval_batch_size", "test": "data.eval_batch_size"}
+_WHY = ("FactorVAE's discriminator sees half of each batch as samples of q(z) and the other half, each dimension "
+        f"shuffled, as samples of the product of its marginals, so every batch needs at least {FACTOR_VAE_MIN_BATCH} "
+        "codes: one for the first half, two to shuffle in the second")
+
+
+def uses_factor_vae(cfg: DictConfig) -> bool:
+    """Whether ``cfg`` trains FactorVAE (``model=factor_vae``, or its objective under another preset)."""
+    target = OmegaConf.select(cfg, "model.objective._target_", default=None)
+    return isinstance(target, str) and target.rsplit(".", 1)[-1] == "FactorVAE"
+
+
+def factor_vae_config_problems(cfg: DictConfig) -> list[str]:
+    """What is wrong with ``cfg``'s batch sizes for FactorVAE before the data are read: ``data.batch_size`` (and
+    ``data.eval_batch_size``, by default the same) below :data:`FACTOR_VAE_MIN_BATCH`. The last, partial batch of
+    each split is checked when the data are there (:func:`factor_vae_batch_problems`)."""
+    if not uses_factor_vae(cfg):
+        return []
+    problems = []
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = OmegaConf.select(cfg, key, default=None)
+        if _is_int(value) and value < FACTOR_VAE_MIN_BATCH:
+            problems.append(f"{key} = {value} is invalid for FactorVAE: it must be an integer >= "
+                            f"{FACTOR_VAE_MIN_BATCH}, e.g. {key}=64. {_WHY}")
+    return problems
+
+
+def _batch_sizes_that_fit(shards: Sequence[int], near: int, count: int = 2) -> list[int]:
+    """The ``count`` batch sizes nearest ``near`` that leave no batch of ``shards`` smaller than allowed."""
+    def fits(b: int) -> bool:
+        return all(n % b == 0 or n % b >= FACTOR_VAE_MIN_BATCH for n in shards)
+
+    candidates = range(FACTOR_VAE_MIN_BATCH, max(max(shards, default=0), near) + 2)
+    return sorted(sorted((b for b in candidates if fits(b)), key=lambda b: (abs(b - near), b))[:count])
+
+
+def factor_vae_batch_problems(batch_sizes: Mapping[str, int], shards: Mapping[str, Sequence[int]]) -> list[str]:
+    """What is wrong with the batches FactorVAE's objective would see, split by split: ``batch_sizes`` (images per
+    batch) and ``shards`` (the images of the split each process goes through; no batch is dropped, so the last one
+    of a shard holds what is left over). Every batch, the last one too, must hold at least
+    :data:`FACTOR_VAE_MIN_BATCH` codes; each message names the key to change and sizes that fit every split it
+    sets (``data.eval_batch_size`` sets both val and test)."""
+    problems = []
+    for key in dict.fromkeys(BATCH_KEYS.get(split, split) for split in batch_sizes):
+        splits = [split for split in batch_sizes if BATCH_KEYS.get(split, split) == key]
+        size = batch_sizes[splits[0]]
+        if size < FACTOR_VAE_MIN_BATCH:
+            problems.append(f"{key} = {size} is invalid for FactorVAE: it must be an integer >= {FACTOR_VAE_MIN_BATCH}"
+                            f", e.g. {key}=64. {_WHY}")
+            continue
+        small = [(split, n) for split in splits for n in shards.get(split, ()) if 0 < n % size < FACTOR_VAE_MIN_BATCH]
+        if small:
+            split, n = small[0]
+            each = f" (each of {len(shards[split])} processes' share)" if len(shards[split]) > 1 else ""
+            every = [n for split in splits for n in shards.get(split, ())]
+            fits = " or ".join(f"{key}={b}" for b in _batch_sizes_that_fit(every, size))
+            problems.append(f"{key} = {size} is invalid for FactorVAE here: the {n} images of the {split} split{each} "
+                            f"leave a last batch of {n % size} code(s). {_WHY}. Give a batch size that leaves none so "
+                            f"small, e.g. {fits}")
+    return problems

@@ -13,15 +13,25 @@
 3. A save that fails (full disk, unwritable folder) leaves the best and last checkpoints as they were, so the
    record never names a file that was not written; with :class:`vaelab.tasks.checkpoint_io.AtomicCheckpointIO`
    no half-written file is left under a checkpoint's name either.
+4. A resume deletes nothing outside the checkpoint folder. The state a checkpoint restores names files
+   (``best_k_models``, ``kth_best_model_path``, ``best_model_path``, ``last_model_path``) that Lightning deletes
+   once they are superseded, and its "inside the folder" test does not resolve ``..``. Whoever can write a
+   ``last.ckpt`` could so make a resume delete any file the user may delete. Every such path that is not inside
+   the checkpoint folder once ``..`` and symlinks are resolved is dropped when the state is loaded, with a warning,
+   and a deletion outside that folder is refused whatever asked for it.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from lightning import LightningModule, Trainer
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 #: the attributes that say which checkpoints are the best (restored when a save fails)
 _BEST_STATE = ("best_k_models", "kth_best_model_path", "kth_value", "best_model_path", "best_model_score",
@@ -61,7 +71,7 @@ class RunCheckpoint(ModelCheckpoint):
     def _remove_superseded(self, trainer: Trainer) -> None:
         kept = {self.best_model_path, self.last_model_path, *self.best_k_models}
         for filepath in self._superseded:
-            if filepath not in kept:
+            if filepath not in kept and self.holds(filepath):
                 super()._remove_checkpoint(trainer, filepath)
         self._superseded.clear()
 
@@ -72,6 +82,41 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
         self._remove_superseded(trainer)
+
+    # ------------------------------------------------------------------ 4. a resume touches nothing outside the folder
+    def holds(self, filepath: str | os.PathLike | None) -> bool:
+        """Whether ``filepath`` is a file inside this callback's folder once ``..`` and symlinks are resolved (a
+        remote folder, ``s3://…``, is compared as written)."""
+        if not filepath or self.dirpath is None:
+            return False
+        if not _is_local_file_protocol(str(filepath)) or not _is_local_file_protocol(str(self.dirpath)):
+            return str(filepath).startswith(str(self.dirpath).rstrip("/") + "/") and ".." not in str(filepath)
+        folder, path = Path(os.path.realpath(self.dirpath)), Path(os.path.realpath(filepath))
+        return path != folder and path.is_relative_to(folder)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning's, after dropping every path of ``state_dict`` outside this folder: with a warning when the
+        state says it is this folder's (a checkpoint vaelab wrote there names only files inside it), silently for
+        another run's checkpoint, whose files are that run's."""
+        state = dict(state_dict)
+        dropped = []
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if state.get(key) and not self.holds(state[key]):
+                dropped.append(str(state[key]))
+                state[key] = ""
+        if isinstance(state.get("best_k_models"), dict):
+            dropped += [str(p) for p in state["best_k_models"] if not self.holds(p)]
+            state["best_k_models"] = {p: v for p, v in state["best_k_models"].items() if self.holds(p)}
+        if not state.get("best_model_path"):
+            state["best_model_score"] = None
+        ours = state.get("dirpath") is not None and self.dirpath is not None and (
+            os.path.realpath(str(state["dirpath"])) == os.path.realpath(str(self.dirpath)))
+        if dropped and ours:
+            rank_zero_warn(f"The checkpoint's state names files outside its folder {self.dirpath}: "
+                           f"{', '.join(sorted(set(dropped)))}. They were dropped from the state and will never be "
+                           "touched (a checkpoint vaelab wrote names only files in its own folder: this one was "
+                           "edited or crafted)")
+        super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------ 3. a failed save changes nothing
     def _update_best_and_save(self, current: Any, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:

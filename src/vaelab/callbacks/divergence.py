@@ -24,15 +24,10 @@ from __future__ import annotations
 import torch
 from lightning import Callback, LightningModule, Trainer
 
-from vaelab.errors import VaelabError
-from vaelab.models.epoch_sums import non_finite_terms  # noqa: F401  (part of this module's interface)
+from vaelab.errors import DivergedError
 
 #: how often the loss is looked at on a GPU by default (a host-device sync each time)
 GPU_CHECK_EVERY = 50
-
-
-class DivergedError(VaelabError, FloatingPointError):
-    """Training produced a non-finite loss or weights; the message says where and what to try."""
 
 
 def advice(pl_module: LightningModule, trainer: Trainer | None) -> list[str]:

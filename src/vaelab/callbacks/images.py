@@ -18,6 +18,7 @@ from vaelab.callbacks.base import DashboardCallback
 from vaelab.callbacks.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, to_uint8, upscale
 from vaelab.callbacks.health import code_health
 from vaelab.models.distributions import kl_per_dimension
+from vaelab.models.samplers import check_fits_data
 
 __all__ = ["LatentTraversal", "PriorSamples", "ReconstructionGrid", "image_grid", "upscale"]
 
@@ -72,6 +73,12 @@ class PriorSamples(DashboardCallback):
         self.sampler = sampler
         self._said = False
         self._scores: dict[str, float] = {}
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        """Also refuse a sampler with too few training codes to fit it on, before the first step."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and getattr(trainer, "datamodule", None) is not None:
+            check_fits_data(self.sampler, trainer.datamodule)
 
     def draw_now(self, trainer, pl_module, step: int | None = None) -> None:
         # the latest sample-quality scores (callbacks.sample_quality), for the card's title

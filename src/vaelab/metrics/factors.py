@@ -39,7 +39,7 @@ from vaelab.metrics.disentanglement import (
     sap_score,
 )
 
-__all__ = ["DEFAULT_FACTOR_VAE", "SCORE_NAMES", "disentanglement_metrics", "encode_means", "has_factors"]
+__all__ = ["DEFAULT_FACTOR_VAE", "disentanglement_metrics", "encode_means", "has_factors"]
 
 #: The FactorVAE score's vote counts (:func:`~vaelab.metrics.disentanglement.factor_vae_details`): far fewer than
 #: disentanglement_lib's 10,000 + 5,000, so that a score costs about a second on a CPU for the small shapes setting
@@ -49,9 +49,6 @@ DEFAULT_FACTOR_VAE: dict[str, Any] = {
     "n_train_votes": 300,
     "n_eval_votes": 150,
 }
-
-#: every key :func:`disentanglement_metrics` can return, in the order tables show them
-SCORE_NAMES = ("mig", "factor_vae", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness")
 
 
 def has_factors(datamodule: Any) -> bool:

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FEATURE_NETS", "FeatureNet", "WeightsError", "extract_features", "load_feature_net", "train_classifier"]
+__all__ = ["FEATURE_NETS", "FeatureNet", "WeightsError", "check_weights", "extract_features", "load_feature_net",
+           "train_classifier"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -139,31 +140,44 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+REINSTALL = ("Reinstall vaelab (pip install --force-reinstall --no-deps vaelab; in a checkout of the repository, "
+             "restore the file with git checkout -- src/vaelab/metrics/weights/{filename})")
+
+
+def check_weights(name: str, path: str | Path | None = None, *, sha256: str | None = None) -> Path:
+    """The weights file of feature network ``name``, checked: there, and with the SHA-256 this version of vaelab
+    was measured with (the shipped file always; another ``path`` against ``sha256`` when given). A missing file or
+    a digest that differs raises a :class:`WeightsError` naming the file, both digests and what to do: reinstall
+    vaelab, or remake the file."""
+    if name not in FEATURE_NETS:
+        raise ValueError(f"unknown feature network {name!r}: choose one of {sorted(FEATURE_NETS)}")
+    spec = FEATURE_NETS[name]
+    file = Path(path) if path is not None else spec.path
+    expected = spec.sha256 if path is None else sha256
+    remedy = REINSTALL.format(filename=spec.filename) if path is None else "Give the right file"
+    if not file.is_file():
+        raise WeightsError(f"the {name} feature network's weights {file} are missing. {remedy}, or remake them "
+                           f"with `{spec.command}`")
+    if expected is not None:
+        actual = sha256_of(file)
+        if actual != expected:
+            raise WeightsError(
+                f"the {name} feature network's weights {file} have SHA-256 {actual}, not the expected {expected}: "
+                f"the file is damaged, or is not the one this version of vaelab was measured with. {remedy}, or "
+                f"remake it with `{spec.command}` and update FEATURE_NETS in {Path(__file__).name}"
+            )
+    return file
+
+
 def load_feature_net(name: str, path: str | Path | None = None, *, sha256: str | None = None,
                      device: str | torch.device = "cpu") -> FeatureNet:
     """The shipped feature network ``name`` (``mnist`` or ``digits``) in eval mode, its file's SHA-256 checked.
 
     ``path`` loads another file of the same architecture instead (then ``sha256``, if given, is checked; the
     shipped file is always checked against :data:`FEATURE_NETS`). A missing file or a digest that differs raises a
-    :class:`WeightsError` naming the file, both digests and the command that remakes it.
+    :class:`WeightsError` (see :func:`check_weights`).
     """
-    if name not in FEATURE_NETS:
-        raise ValueError(f"unknown feature network {name!r}: choose one of {sorted(FEATURE_NETS)}")
-    spec = FEATURE_NETS[name]
-    file = Path(path) if path is not None else spec.path
-    expected = spec.sha256 if path is None else sha256
-    if not file.is_file():
-        raise WeightsError(
-            f"the {name} feature network's weights {file} are missing; remake them with `{spec.command}`"
-        )
-    if expected is not None:
-        actual = sha256_of(file)
-        if actual != expected:
-            raise WeightsError(
-                f"the {name} feature network's weights {file} have SHA-256 {actual}, not the expected {expected}: "
-                f"the file is damaged or is not the one this version of vaelab was measured with. Restore it from "
-                f"the repository, or remake it with `{spec.command}` and update FEATURE_NETS in {Path(__file__).name}"
-            )
+    file = check_weights(name, path, sha256=sha256)
     net = FeatureNet(name)
     state = torch.load(file, map_location="cpu", weights_only=True)
     net.load_state_dict(state)

@@ -17,19 +17,29 @@ distance** (``fcd``) and is not comparable with published FIDs; it compares mode
   recall the fraction of reference features inside the samples' manifold. k = 3 as in the paper. Both are 1 for
   equal sets.
 * :func:`sample_quality`: both, for two image sets through a feature network.
+
+A missing or damaged feature-network file (its SHA-256 differs) costs the sample-quality scores only: with
+:func:`sample_scores_or_reason` a run or an evaluation logs one warning naming the file and what to do, computes and
+records every other metric, and records why these are missing under :data:`UNAVAILABLE` in its ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 import torch
 
-from vaelab.metrics.feature_net import FeatureNet, extract_features, load_feature_net
+from vaelab.metrics.feature_net import FeatureNet, WeightsError, check_weights, extract_features, load_feature_net
 
-__all__ = ["feature_net_for", "frechet_distance", "gaussian_frechet_distance", "precision_recall", "sample_quality",
-           "sample_scores"]
+__all__ = ["UNAVAILABLE", "feature_net_for", "frechet_distance", "gaussian_frechet_distance", "precision_recall",
+           "sample_quality", "sample_scores", "sample_scores_or_reason"]
+
+log = logging.getLogger(__name__)
+
+#: the key of ``metrics.json`` (train and eval alike) saying why the sample-quality scores are not there
+UNAVAILABLE = "sample_quality_unavailable"
 
 
 def _features(x: Any, name: str, min_rows: int = 2) -> torch.Tensor:
@@ -156,12 +166,15 @@ def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 
     feature network for the data's image shape. ``sampler`` (:mod:`vaelab.models.samplers`) is fitted first when it
     needs it, on the codes of the training split's first images. ``{}`` when there is no feature network for these
     images or nothing to sample from (a code without a prior and no sampler). The model's mode is left as it was.
+    A missing or damaged feature-network file raises :class:`~vaelab.metrics.feature_net.WeightsError` before
+    anything is sampled.
     """
     name = feature_net_for(model.image_shape)
     if name is None:
         return {}
     if (sampler is None and not model.code.has_prior) or (sampler is not None and not sampler.available_for(model)):
         return {}
+    check_weights(name)  # (before the samples are drawn: a damaged file is said at once)
     if not datamodule.splits:
         datamodule.setup()
     images, _ = datamodule.splits[split]
@@ -184,3 +197,17 @@ def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 
         model.train(was_training)
     net = load_feature_net(name)
     return sample_quality(samples.clamp(0, 1), reference.cpu(), net, k=k)
+
+
+def sample_scores_or_reason(model: Any, datamodule: Any, split: str = "test", **options: Any
+                            ) -> tuple[dict[str, float], str | None]:
+    """:func:`sample_scores` and None; or, when the shipped feature network's file is missing or damaged, no scores
+    and the reason, said once as a warning (the file, its SHA-256, reinstalling vaelab): the rule is that such a file
+    costs the sample-quality scores only, never a run's or an evaluation's other metrics."""
+    try:
+        return sample_scores(model, datamodule, split, **options), None
+    except WeightsError as err:
+        reason = f"not computed: {err}"
+        log.warning("Sample quality (fcd, precision, recall) %s. Every other metric is computed and recorded; "
+                    "metrics.json says why these are missing under %s.", reason, UNAVAILABLE)
+        return {}, reason

@@ -17,7 +17,7 @@ import torch
 
 from vaelab.models.autoencoder import Autoencoder
 from vaelab.models.legacy import upgrade_checkpoint
-from vaelab.trust import check_targets
+from vaelab.trust import read_checkpoint, trusted_settings
 
 #: the module's hyperparameters that are the pure model's (all of Autoencoder's arguments)
 MODEL_KEYS = tuple(inspect.signature(Autoencoder.__init__).parameters)[1:]
@@ -34,14 +34,14 @@ def model_from_checkpoint(checkpoint: dict[str, Any], map_location: str | torch.
                           trusted_targets: Iterable[str] = ()) -> Autoencoder:
     """The trained pure model of a checkpoint dict (as ``torch.load`` reads it), in eval mode on ``map_location``.
 
-    Only vaelab's own classes (and ``trusted_targets``) may be built from the checkpoint's settings
-    (:func:`vaelab.trust.check_targets`: a ``_target_`` is code by name). Raises that ConfigError, KeyError for a
-    dict without ``hyper_parameters`` or ``state_dict``, and what ``load_state_dict`` raises for weights that do not
-    fit the model the hyperparameters describe.
+    The settings are built the trusted way (:func:`vaelab.trust.trusted_settings`: plain values, no interpolation,
+    only vaelab's own classes and ``trusted_targets``), whatever read the dict. Raises that ConfigError, KeyError for
+    a dict without ``hyper_parameters`` or ``state_dict``, and what ``load_state_dict`` raises for weights that do
+    not fit the model the hyperparameters describe.
     """
     upgrade_checkpoint(checkpoint)
-    config = model_config(checkpoint["hyper_parameters"])
-    check_targets(config, "the checkpoint's model settings (hyper_parameters)", trusted_targets)
+    config = trusted_settings(model_config(checkpoint["hyper_parameters"]),
+                              "the checkpoint's model settings (hyper_parameters)", trusted_targets)
     model = Autoencoder(**config)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
@@ -51,8 +51,9 @@ def model_from_checkpoint(checkpoint: dict[str, Any], map_location: str | torch.
 def load(path: str | Path, map_location: str | torch.device = "cpu", trusted_targets: Iterable[str] = ()
          ) -> Autoencoder:
     """The trained model of the checkpoint file ``path``: ``encode``, ``decode``, ``embed``, ``reconstruct`` and
-    ``sample`` (see :class:`~vaelab.models.autoencoder.Autoencoder`), in eval mode. Only tensors and plain values are
-    read from the file (``torch.load(weights_only=True)``), and only vaelab's classes are built from its settings,
-    unless ``trusted_targets`` names others (a net class of your own, say)."""
-    checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    ``sample`` (see :class:`~vaelab.models.autoencoder.Autoencoder`), in eval mode. The file is read by the one
+    trusted loader (:func:`vaelab.trust.read_checkpoint`): tensors and plain values only, no interpolation, and only
+    vaelab's classes are built from its settings, unless ``trusted_targets`` names others (a net class of your own,
+    say). A file that is not such a checkpoint is one :class:`~vaelab.errors.ConfigError` naming it."""
+    checkpoint = read_checkpoint(Path(path), trusted_targets=trusted_targets)
     return model_from_checkpoint(checkpoint, map_location, trusted_targets)

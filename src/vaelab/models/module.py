@@ -24,7 +24,6 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from vaelab import rules
 from vaelab.errors import ConfigError
 from vaelab.metrics.active_units import ActiveUnits
 from vaelab.models.autoencoder import Autoencoder, plain
@@ -95,7 +94,6 @@ class AutoencoderModule(LightningModule):
         optimizer = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
         scheduler = plain(scheduler)
         trainable = plain(trainable)
-        rules.check("model.beta", beta)
         # Everything above is primitives now, so the checkpoint alone rebuilds the model (eval.py relies on it).
         self.save_hyperparameters(logger=False)
 
@@ -260,11 +258,11 @@ class AutoencoderModule(LightningModule):
             self._checkpoint_step = None
 
     def setup(self, stage: str) -> None:
-        """Hand the objective what it needs to know of the data (β-TC-VAE: the training set's size), from the
-        DataModule Lightning has just set up."""
+        """Hand the objective what it needs to know of the data (β-TC-VAE: the training set's size; FactorVAE: its
+        batches), from the DataModule Lightning has just set up."""
         if stage == "fit":
             datamodule = getattr(self.trainer, "datamodule", None)
-            self.objective.bind(DataFacts(num_train_images=getattr(datamodule, "num_train_images", None)))
+            self.objective.bind(DataFacts.of(datamodule, self.trainer.world_size))
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:

@@ -6,7 +6,9 @@ Autoencoders", ICLR, sec. 4: "ex-post density estimation"). A VAE's aggregate po
 than N(0, I) does, so the same sampler can improve its samples too.
 
 ``sampler=prior|gmm`` (config group ``sampler``) is read by the samples view and by ``eval.py``;
-:meth:`vaelab.models.autoencoder.Autoencoder.sample` takes one.
+:meth:`vaelab.models.autoencoder.Autoencoder.sample` takes one. Whoever will fit a sampler checks with
+:func:`check_fits_data` as soon as the training split is known (before training, or before an evaluation computes
+anything) that there are enough training codes to fit it on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vaelab.errors import ConfigError
+
 
 class PriorSampler(nn.Module):
     """z ~ p(z), the code's prior (N(0, I) for a Gaussian code); nothing to fit. A code without a prior (the
@@ -26,6 +30,9 @@ class PriorSampler(nn.Module):
 
     def fit(self, codes: torch.Tensor) -> None:
         """Nothing: the prior is fixed."""
+
+    def check_codes(self, num_train_images: int) -> None:
+        """Nothing: the prior is fitted on no codes."""
 
     def sample(self, model: Any, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return model.code.prior_sample(n, model.latent_dim, generator)
@@ -70,14 +77,34 @@ class GaussianMixtureSampler(nn.Module):
         """For a continuous code (not VQ-VAE's grid of codebook vectors: its prior over indices samples it)."""
         return bool(model.code.continuous)
 
+    def too_few_codes(self, codes: int, num_train_images: int | None = None) -> str | None:
+        """What is wrong when the mixture is to be fitted on ``codes`` codes (of a training split of
+        ``num_train_images`` images): it needs at least as many codes as components. None when they are enough."""
+        if codes >= self.n_components:
+            return None
+        where = ("" if num_train_images is None else
+                 f" (the first sampler.fit_images={self.fit_images} images of a training split of {num_train_images})")
+        more = (f", or sampler.fit_images >= {self.n_components}"
+                if num_train_images is not None and self.fit_images < self.n_components <= num_train_images else "")
+        return (f"sampler.n_components={self.n_components} is more than the {codes} training codes the Gaussian "
+                f"mixture is fitted on{where}: it needs at least as many codes as components. Give "
+                f"sampler.n_components <= {codes}{more}")
+
+    def check_codes(self, num_train_images: int) -> None:
+        """Refuse (:class:`~vaelab.errors.ConfigError`) a mixture with more components than the training codes it
+        will be fitted on: those of the first ``fit_images`` of the ``num_train_images`` training images."""
+        message = self.too_few_codes(min(self.fit_images, int(num_train_images)), int(num_train_images))
+        if message:
+            raise ConfigError(message)
+
     def fit(self, codes: torch.Tensor) -> None:
         """Fit the mixture on ``codes`` ``(N, d)`` (at least ``n_components`` of them)."""
         from sklearn.mixture import GaussianMixture
 
         data = codes.detach().double().flatten(1).cpu().numpy()
-        if len(data) < self.n_components:
-            raise ValueError(f"a Gaussian mixture of {self.n_components} components needs at least as many codes, "
-                             f"got {len(data)}: lower sampler.n_components")
+        message = self.too_few_codes(len(data))
+        if message:
+            raise ConfigError(message)
         mixture = GaussianMixture(self.n_components, covariance_type=self.covariance_type, reg_covar=1e-6,
                                   random_state=self.seed).fit(data)
         d = data.shape[1]
@@ -104,3 +131,16 @@ class GaussianMixtureSampler(nn.Module):
         eps = torch.randn(n, means.shape[1], generator=generator, dtype=torch.float64)
         z = means[component] + (tril[component] @ eps.unsqueeze(-1)).squeeze(-1)
         return z.float()
+
+
+def check_fits_data(sampler: Any, datamodule: Any) -> None:
+    """Refuse, as soon as the training split is known and before anything is trained or computed, a ``sampler`` that
+    cannot be fitted on the codes of ``datamodule``'s training images (a Gaussian mixture with more components than
+    codes): one :class:`~vaelab.errors.ConfigError` naming ``sampler.n_components`` and the codes there are. A
+    sampler with nothing to fit (None, the prior), or data that do not say how many training images they hold,
+    pass."""
+    if sampler is None or not getattr(sampler, "needs_fit", False):
+        return
+    num_train_images = getattr(datamodule, "num_train_images", None)
+    if num_train_images is not None:
+        sampler.check_codes(num_train_images)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from vaelab import rules
+
 
 def _check(name: str, value: float, minimum: float, strict: bool = False) -> None:
     bad = value <= minimum if strict else value < minimum
@@ -27,7 +29,7 @@ class ConstantBeta:
     config_prefix = "model.beta_schedule"
 
     def __post_init__(self) -> None:
-        _check("beta", self.beta, 0.0)
+        rules.check("model.beta", self.beta)  # (the one check of model.beta: the config's and Python's)
 
     def __call__(self, step: int) -> float:
         return float(self.beta)

@@ -12,11 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from vaelab.errors import ConfigError
 from vaelab.models.legacy import upgrade_checkpoint
+from vaelab.trust import read_checkpoint
 
 #: the module hyperparameters that decide the pure model's weights (checked when a checkpoint's do not fit)
 SHAPING_KEYS = ("image_shape", "latent_dim", "code", "net", "likelihood")
@@ -79,20 +79,13 @@ def load_initial_weights(model: nn.Module, path: str | Path, parts: Sequence[str
                          config: Mapping[str, Any] | None = None) -> None:
     """Load the pure model's weights of the checkpoint file ``path`` into ``model``: every weight of ``model`` must
     be in it with its shape, except those inside ``parts`` (the parts still to train, such as a prior the first
-    stage did not have); the checkpoint may hold no weight that ``model`` lacks. Otherwise one :class:`ConfigError`
-    naming the file, what does not fit, and the settings (``config``, the module's hyperparameters) that differ."""
+    stage did not have); the checkpoint may hold no weight that ``model`` lacks. The file is read by the one trusted
+    loader (:func:`vaelab.trust.read_checkpoint`: a file with pickled objects, interpolations or foreign code in its
+    settings is refused unread). Otherwise one :class:`ConfigError` naming the file, what does not fit, and the
+    settings (``config``, the module's hyperparameters) that differ."""
     path = Path(str(path))
     where = f"model.init_from = {str(path)!r}"
-    if not path.is_file():
-        raise ConfigError(f"{where} is invalid: there is no such file (it must be the checkpoint of the run to start "
-                          "from, e.g. logs/train/runs/<run>/checkpoints/last.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, a damaged one, or one with pickled objects
-        first = (str(err).splitlines() or [""])[0][:200]
-        raise ConfigError(f"{where} cannot be read as a checkpoint ({type(err).__name__}: {first})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-        raise ConfigError(f"{where} is not a Lightning checkpoint of vaelab's model (it has no state_dict)")
+    checkpoint = read_checkpoint(path, key="model.init_from")  # the one trusted loader, as for ckpt_path
     upgrade_checkpoint(checkpoint)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     own = model.state_dict()

@@ -12,23 +12,35 @@ its own grid net, as its code needs one), the same budget (:data:`BUDGETS`) and 
 
 Each (data, family, seed) runs in its own processes into ``<out>/<budget>/<data>/<family>/seed<seed>/{train,eval}``
 (with ``times.json``), and one that finished before is not run again, so an interrupted table goes on where it
-stopped. :func:`render` reads the folders back into mean ± sd tables (and :func:`plot` into a figure), written into
-README.md between ``<!-- families:start -->`` and ``<!-- families:end -->``. ``scripts/family_table.py`` is the
-command line.
+stopped: a training whose own record (its ``metrics.json``) says ``completed`` and whose checkpoint is there is
+never trained again (:func:`finished`), one that was stopped goes on from its ``last.ckpt`` (:func:`train_stage`).
+Each process runs in a process group of its own, and a SIGTERM, SIGINT or SIGHUP sent to the table is passed on
+to every one of them (:class:`Runs`), which end as they would on their own (a training records ``terminated``)
+before the table stops. :func:`render` reads the folders back into mean ± sd tables (and :func:`plot` into a
+figure), written into README.md between ``<!-- families:start -->`` and ``<!-- families:end -->``.
+``scripts/family_table.py`` is the command line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import statistics
-from collections.abc import Iterable
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from vaelab.reports.results import command, run
+from vaelab.reports.results import command
 
 START, END = "<!-- families:start -->", "<!-- families:end -->"
 SEEDS = (1, 2, 3)
@@ -112,43 +124,192 @@ def eval_overrides(family: Family, data: str, budget: Budget) -> tuple[str, ...]
     return (f"iw_k={budget.iw_k}", *budget.eval_extra, *family.evaluate)
 
 
+# ------------------------------------------------------------------------------------------ the runs' processes
+#: the signals a table passes on to the runs it started before it stops itself
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class TableStopped(SystemExit):
+    """The table was stopped by a signal (exit code 128 + its number, as a shell reports it)."""
+
+
+class Runs:
+    """The processes (``src/train.py``, ``src/eval.py``) the table has running.
+
+    Each is started in a process group of its own, so that a signal meant for the table does not reach it behind
+    the table's back; :meth:`stop` passes the signal on to every group instead, and from then on no run is started.
+    A process that was passed the signal ends as it would on its own (a training records ``status: terminated``
+    and exits 143), and the table waits for it (:func:`run_table`) before it stops.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # (re-entrant: a second signal may arrive while the handler holds it)
+        self._running: set[subprocess.Popen] = set()
+        self.stopped_by: int | None = None
+
+    def run(self, cmd: list[str], cwd: Path) -> float:
+        """Run ``cmd`` in a process group of its own (its output goes to the terminal); the wall time in seconds.
+        A failure (a non-zero exit) raises ``CalledProcessError``; after :meth:`stop`, nothing is started."""
+        print("+", " ".join(cmd), flush=True)
+        start = time.perf_counter()
+        with self._lock:
+            if self.stopped_by is not None:
+                raise TableStopped(128 + self.stopped_by)
+            process = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
+            self._running.add(process)
+        try:
+            code = process.wait()
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        if code != 0:
+            raise subprocess.CalledProcessError(code, cmd)
+        return time.perf_counter() - start
+
+    def stop(self, signum: int) -> int:
+        """Pass ``signum`` on to the process group of every run still going, and start no other; how many."""
+        with self._lock:
+            self.stopped_by = signum
+            running = list(self._running)
+        for process in running:
+            try:
+                os.killpg(process.pid, signum)
+            except ProcessLookupError:  # (it has just ended)
+                pass
+        return len(running)
+
+
+RUNS = Runs()
+
+
+def run(cmd: list[str], cwd: Path) -> float:
+    """Run one training or evaluation process (:meth:`Runs.run`); the wall time in seconds."""
+    return RUNS.run(cmd, cwd)
+
+
+@contextmanager
+def signals_passed_on(runs: Runs) -> Iterator[None]:
+    """Within the block, a signal of :data:`FORWARDED` sent to the table is passed on to its runs
+    (:meth:`Runs.stop`) and then raises :class:`TableStopped` here (main thread only; elsewhere nothing changes)."""
+    runs.stopped_by = None  # (a table run again in the same process starts afresh)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        n = runs.stop(signum)
+        print(f"{signal.Signals(signum).name}: passed on to the {n} run(s) going; waiting for them to end",
+              file=sys.stderr, flush=True)
+        raise TableStopped(128 + signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in FORWARDED}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+# --------------------------------------------------------------------------------------------------- one seed
+def _record(run_dir: Path) -> dict[str, Any]:
+    """A run's own record (its ``metrics.json``), ``{}`` when it has none or an unreadable one."""
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def _done(folder: Path) -> bool:
-    record = folder / "eval" / "metrics.json"
-    return record.is_file() and json.loads(record.read_text()).get("status") == "completed"
+    return _record(folder / "eval").get("status") == "completed"
+
+
+def _checkpoint_file(record: dict[str, Any]) -> str | None:
+    """The checkpoint a run's record names to evaluate (the tested one, else the last) when the file is there."""
+    for key in ("test_ckpt", "last_ckpt"):
+        ckpt = record.get(key)
+        if isinstance(ckpt, str) and ckpt and Path(ckpt).is_file():
+            return ckpt
+    return None
 
 
 def _checkpoint(train_dir: Path) -> str:
-    record = json.loads((train_dir / "metrics.json").read_text())
-    ckpt = record.get("test_ckpt") or record.get("last_ckpt")
-    return ckpt if ckpt and Path(ckpt).is_file() else record["last_ckpt"]
+    record = _record(train_dir)
+    return _checkpoint_file(record) or record["last_ckpt"]
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the training in ``run_dir`` finished: its own record says ``completed`` and the checkpoint it names
+    is there. A finished training is never run again (a second one into its folder would mix its checkpoints,
+    ``…-v1.ckpt``, with the first's)."""
+    record = _record(run_dir)
+    return record.get("status") == "completed" and _checkpoint_file(record) is not None
+
+
+def _set_aside(run_dir: Path) -> None:
+    """Rename an unfinished run's folder that has no ``last.ckpt`` to go on from to ``<name>.unfinished<n>``, so
+    that a fresh training starts in an empty folder and nothing of the old one is lost."""
+    if not run_dir.exists():
+        return
+    n = 1
+    while run_dir.with_name(f"{run_dir.name}.unfinished{n}").exists():
+        n += 1
+    aside = run_dir.with_name(f"{run_dir.name}.unfinished{n}")
+    run_dir.rename(aside)
+    print(f"= {run_dir} did not finish and has no last.ckpt to go on from: moved to {aside}", flush=True)
+
+
+def train_stage(overrides: tuple[str, ...], run_dir: Path, extra: list[str], root: Path, times: dict[str, float],
+                key: str) -> None:
+    """Train into ``run_dir`` unless that training :func:`finished` before (then it is not run again, and its
+    time stays the one recorded). One that was stopped goes on from its ``checkpoints/last.ckpt`` in the same
+    folder; one without it starts afresh in an empty folder (:func:`_set_aside`). The wall time goes to
+    ``times[key]``."""
+    if finished(run_dir):
+        print(f"= {run_dir} finished before: not trained again", flush=True)
+        times.setdefault(key, float(_record(run_dir).get("seconds") or 0.0))
+        return
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        print(f"= {run_dir} did not finish: it goes on from {last}", flush=True)
+        extra = [*extra, f"ckpt_path={last}"]
+    else:
+        _set_aside(run_dir)
+    times[key] = run(command("src/train.py", overrides, run_dir, extra), root)
+
+
+def _save_times(folder: Path, times: dict[str, float]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
 
 
 def run_one(family: Family, data: str, budget: Budget, seed: int, out: Path, root: Path,
             data_dir: str | None, train_extra: tuple[str, ...] = ()) -> None:
     """Train (and for VQ-VAE on MNIST, train its prior) and evaluate one seed of one family into its folder;
-    ``train_extra`` goes to every training command (e.g. ``trainer=gpu``)."""
+    ``train_extra`` goes to every training command (e.g. ``trainer=gpu``). A seed evaluated before is left as it
+    is, a training that finished before is not run again (:func:`train_stage`); ``times.json`` is written after
+    each stage."""
     folder = out / data / family.key / f"seed{seed}"
     if _done(folder):
         return
     extra = [*([f"data.data_dir={data_dir}"] if data_dir else []), *train_extra]
-    times: dict[str, float] = {}
+    times: dict[str, float] = _read(folder / "times.json")
     if family.reuse:
         train_dir = out / data / family.reuse / f"seed{seed}" / "train"
     else:
         train_dir = folder / "train"
-        times["train_seconds"] = run(command("src/train.py", train_overrides(family, data, budget, seed), train_dir,
-                                             extra), root)
+        train_stage(train_overrides(family, data, budget, seed), train_dir, extra, root, times, "train_seconds")
+        _save_times(folder, times)
         if family.prior_stage and data == "mnist":
             stage1 = _checkpoint(train_dir)
             train_dir = folder / "prior"
             overrides = (*family.prior_stage, *data_overrides(data), f"model.init_from={stage1}",
                          f"trainer.max_epochs={budget.prior_epochs}", f"seed={seed}", *QUIET)
-            times["prior_seconds"] = run(command("src/train.py", overrides, train_dir, extra), root)
+            train_stage(overrides, train_dir, extra, root, times, "prior_seconds")
+            _save_times(folder, times)
     eval_extra = [f"+data.data_dir={data_dir}"] if data_dir else []
     overrides = (f"ckpt_path={_checkpoint(train_dir)}", *eval_overrides(family, data, budget))
     times["eval_seconds"] = run(command("src/eval.py", overrides, folder / "eval", eval_extra), root)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "times.json").write_text(json.dumps(times, indent=2) + "\n")
+    _save_times(folder, times)
 
 
 def table_jobs(families: Iterable[str], datasets: Iterable[str], seeds: Iterable[int]) -> list[tuple[Family, str, int]]:
@@ -164,7 +325,9 @@ def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, fam
               datasets: Iterable[str], seeds: Iterable[int] = SEEDS, train_extra: tuple[str, ...] = (),
               jobs: int = 1) -> None:
     """Every (data, family, seed) not yet done, ``jobs`` at a time in the order of :func:`table_jobs` (a reused
-    row waits for the run it reuses). The first failure stops the runs not yet started and is raised."""
+    row waits for the run it reuses). The first failure stops the runs not yet started and is raised. A SIGTERM,
+    SIGINT or SIGHUP is passed on to the runs going (:func:`signals_passed_on`); once they have ended the table
+    stops with :class:`TableStopped` (exit code 128 + the signal's number)."""
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: run at least one job at a time")
     budget = BUDGETS[budget_name]
@@ -176,16 +339,21 @@ def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, fam
             started[(family.reuse, data, seed)].result()  # submitted earlier, so running or done: no deadlock
         run_one(family, data, budget, seed, out / budget_name, root, data_dir, train_extra)
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for family, data, seed in todo:
-            started[(family.key, data, seed)] = pool.submit(one, family, data, seed)
-        for future in started.values():
-            try:
-                future.result()
-            except BaseException:
-                for pending in started.values():
-                    pending.cancel()
-                raise
+    try:
+        with signals_passed_on(RUNS), ThreadPoolExecutor(max_workers=jobs) as pool:
+            for family, data, seed in todo:
+                started[(family.key, data, seed)] = pool.submit(one, family, data, seed)
+            for future in started.values():
+                try:
+                    future.result()
+                except BaseException:
+                    for pending in started.values():
+                        pending.cancel()
+                    raise
+    except TableStopped:  # (the pool's exit has waited for the runs that were passed the signal)
+        print("The table stopped: every run it had started has ended (each says how in its metrics.json). Run the "
+              "same command again to go on where it stopped.", file=sys.stderr, flush=True)
+        raise
 
 
 # ----------------------------------------------------------------------------------------------------- the tables

@@ -7,6 +7,11 @@ it and renames it into place, which is atomic on a POSIX file system: a checkpoi
 or the new one. When the write fails (no space left, a folder that became read-only), the temporary file is
 removed (giving back the space it took, so that the run's record can still be written) and the run stops with one
 :class:`CheckpointWriteError` naming the file, the reason and the fix.
+
+Ctrl-C (or another ``KeyboardInterrupt``/``SystemExit``) during a write stops it the same way, the temporary file
+removed and the checkpoint under that name left as it was; the interrupt is raised as itself, so the run is
+``interrupted``. (``torch.save`` reports an interrupt inside its zip writer as an internal ``RuntimeError``,
+``unexpected pos …``, raised while handling it: taken for an error, that made the run ``failed``.)
 """
 
 from __future__ import annotations
@@ -36,15 +41,43 @@ def write_error(path: Path, err: OSError) -> CheckpointWriteError:
     )
 
 
-def _os_error(err: BaseException | None) -> OSError | None:
-    """The ``OSError`` that ``err`` is or was raised from, if any."""
+def _in_chain(err: BaseException | None, kind: type | tuple[type, ...]) -> BaseException | None:
+    """The first of ``err`` and the errors it was raised from or while handling that is a ``kind``, if any."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
+        if isinstance(err, kind):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The ``OSError`` that ``err`` is or was raised from, if any."""
+    return _in_chain(err, OSError)
+
+
+def _interrupt(err: BaseException) -> BaseException | None:
+    """The Ctrl-C (``KeyboardInterrupt``) or exit (``SystemExit``, Lightning's SIGTERM) that ``err`` is or was
+    raised while handling, if any: what stopped the write, whatever torch's zip writer made of it."""
+    return _in_chain(err, (KeyboardInterrupt, SystemExit))
+
+
+def _remove(tmp: Path) -> None:
+    """Remove the temporary file of a write that did not finish, also when a second Ctrl-C arrives meanwhile (that
+    one is raised once the file is gone)."""
+    try:
+        _unlink(tmp)
+    except KeyboardInterrupt:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -62,13 +95,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with open(tmp, "wb") as stream:  # (a Python file: a failed write is an OSError with its errno)
                 torch.save(checkpoint, stream)
             os.replace(tmp, path)
-        except Exception as err:
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
+        except BaseException as err:
+            _remove(tmp)
+            interrupt = _interrupt(err)
+            if interrupt is not None and interrupt is not err:
+                raise interrupt from None  # (Ctrl-C, not torch's zip error about it: the run is interrupted)
             cause = _os_error(err)  # (torch.save reports a failed write as a RuntimeError raised from it)
-            if cause is None:
+            if cause is None or interrupt is not None:
                 raise
             raise write_error(path, cause) from None
 

@@ -10,8 +10,8 @@ Two ways a vaelab run ends up requeued, and what each needs from vaelab:
   ``SLURMEnvironment(auto_requeue=True)``, which Lightning picks by itself from the ``SLURM_*`` variables, saves
   ``hpc_ckpt_<n>.ckpt`` into ``trainer.default_root_dir`` (the run folder) on SIGUSR1 and requeues the job; the
   requeued job runs the script again. Hydra would give that process a new run folder (a new timestamp), so the
-  run folder must be named after the job (:func:`slurm_job_key`, the ``${vaelab.slurm_job:...}`` resolver) for the
-  requeued process to find the folder again.
+  run folder must be named after the job (:func:`claim_run_stamp`, behind the ``${vaelab.run_stamp:…}`` resolver of
+  ``conf/hydra/default.yaml``) for the requeued process to find the folder again.
 
 Either way the requeued process then calls :func:`resume_after_requeue`, which points ``ckpt_path`` at the run
 folder's ``checkpoints/last.ckpt``: the end of the last finished epoch, from which a resume is exact (with the
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vaelab.record import UNFINISHED, read_status
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +62,50 @@ def restart_count(env: Mapping[str, str] | None = None) -> int:
         return 0
 
 
-def _slurm_job(default: Any = None) -> Any:
+_claimed: str | None = None
+
+
+def claim_run_stamp(default: str, runs: Path, name: str) -> str:
+    """What follows a run folder's description (``<runs>/<name>_<stamp>``): ``default`` (``<date>_<time>_<token>``)
+    outside SLURM; inside a SLURM batch job ``slurm-<job>[-<step>]`` (:func:`slurm_job_key`), the same in every task
+    of a multi-node step and after a requeue, so that the ranks share one folder and a requeued job finds its
+    ``last.ckpt``. Only a job SLURM has restarted (``SLURM_RESTART_COUNT`` > 0) goes on in a folder that holds a run
+    that did not finish (:data:`vaelab.record.UNFINISHED`, or a torn record). An ``srun`` step holds one run (in all
+    its ranks); in the batch script itself the first free name is claimed by making its folder (``…``, ``…-2``,
+    ``…-3``), so two runs of one script never share a folder. The answer is kept for the process: Hydra resolves the
+    run folder more than once."""
+    global _claimed
     key = slurm_job_key()
-    return f"slurm-{key}" if key is not None else default
+    if key is None:
+        return default
+    if _claimed is not None:
+        return _claimed
+    step = os.environ.get("SLURM_STEP_ID", "")
+    stamp = f"slurm-{key}" + (f"-{step}" if step.isdigit() else "")
+    restarted = restart_count() > 0
+    for n in range(1, 1000):
+        candidate = stamp if n == 1 else f"{stamp}-{n}"
+        folder = runs / f"{name}_{candidate}"
+        if restarted and folder.is_dir():
+            status = read_status(folder)  # None: no record, or one torn by the kill: that run did not finish
+            if status is None or status in UNFINISHED:
+                _claimed = candidate
+                return candidate
+            continue
+        if step.isdigit():  # an srun step: one run, started in every rank at once, all taking the step's name
+            _claimed = candidate
+            return candidate
+        try:
+            folder.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        except OSError:  # (an unwritable log_dir: the run-folder check says so)
+            pass
+        _claimed = candidate
+        return candidate
+    from vaelab.tasks.run_names import run_id
 
-
-def register_resolvers() -> None:
-    """``${vaelab.slurm_job:<default>}``: ``slurm-<job id>`` (see :func:`slurm_job_key`) inside a SLURM job,
-    ``<default>`` elsewhere. For a run folder that a requeued job (and every rank of it) finds again, e.g.
-    ``hydra.run.dir: ${paths.log_dir}/${task_name}/runs/${vaelab.slurm_job:${now:%Y-%m-%d}_${now:%H-%M-%S}}``.
-    It must be registered before Hydra composes the config (i.e. when ``src/train.py`` imports vaelab)."""
-    if not OmegaConf.has_resolver("vaelab.slurm_job"):
-        OmegaConf.register_new_resolver("vaelab.slurm_job", _slurm_job)
-
-
-register_resolvers()
+    return f"{stamp}-{run_id()}"
 
 
 def _checkpoint_dir(cfg: DictConfig) -> Path | None:

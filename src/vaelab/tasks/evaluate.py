@@ -16,15 +16,15 @@ from vaelab.errors import ConfigError
 from vaelab.metrics.factors import disentanglement_metrics, has_factors
 from vaelab.metrics.likelihood import comparability_notes, evaluate
 from vaelab.metrics.representation import representation_scores
-from vaelab.metrics.sample_quality import sample_scores
+from vaelab.metrics.sample_quality import UNAVAILABLE, sample_scores_or_reason
 from vaelab.models import Autoencoder
 from vaelab.models.checkpoint import model_from_checkpoint
+from vaelab.models.samplers import check_fits_data
 from vaelab.rules import EVAL_KEYS, validate_config
 from vaelab.tasks.hydra_job import command_line_overrides
 from vaelab.tasks.record import recorded
-from vaelab.tasks.resume import read_checkpoint
 from vaelab.tasks.signals import Terminated, sigterm_raises
-from vaelab.trust import check_targets, config_targets
+from vaelab.trust import config_targets, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,10 @@ UNITS = {
 }
 
 
+#: data settings that say where files are written: taken from this config, never from a checkpoint (vaelab.trust)
+WRITE_KEYS = ("download", "cache_dir")
+
+
 def iw_chunk_size(batch_size: int, image_shape: tuple[int, ...]) -> int:
     """Importance samples decoded at a time for batches of ``batch_size`` images: as many as keep the decoder's
     output within :data:`IW_BUDGET` values."""
@@ -92,11 +96,10 @@ def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
                           "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
     device = _device(cfg.device)
-    checkpoint = read_checkpoint(path)  # one message for an empty, damaged, foreign or diverged file
-    # what the file names as code: only vaelab's classes, torch's optimisers and what this config names may be built
+    # the one trusted loader: one message for an empty, damaged, foreign or diverged file; settings plain, with no
+    # interpolation, naming only vaelab's classes, torch's optimisers and what this config names
     allowed = config_targets(cfg)
-    check_targets(checkpoint["hyper_parameters"], f"ckpt_path={path} (its model settings, hyper_parameters)", allowed)
-    check_targets(checkpoint.get("vaelab_data"), f"ckpt_path={path} (its data settings, vaelab_data)", allowed)
+    checkpoint = read_checkpoint(path, trusted_targets=allowed)
     try:
         model = model_from_checkpoint(checkpoint, map_location=device, trusted_targets=allowed)
     except Exception as err:  # a checkpoint of vaelab's model that this version cannot rebuild
@@ -125,14 +128,16 @@ def data_config(
     those: the split, binarisation and seeds the model was trained and scored with stay the checkpoint's rather
     than silently becoming a group's defaults, and a log line names each kept value that differs from the group's.
     A stored ``data_dir`` that does not exist here (a checkpoint from another machine) gives way to the chosen
-    group's, or to ``local_data_dir``.
+    group's, or to ``local_data_dir``. Where to write (:data:`WRITE_KEYS`: a download, the cache folder) is never
+    taken from the checkpoint: this config's, or the data set's defaults.
     """
     if chosen and "_target_" in chosen:
         if stored is None or get_class(stored["_target_"]) is not get_class(chosen._target_):
             return chosen
     if stored is None:
         raise ConfigError(f"{path} does not say which data it was trained on: choose one with data=<name>")
-    merged = OmegaConf.create(stored)
+    # (where to write is never the file's to say: its download and cache folder settings are dropped)
+    merged = OmegaConf.create({k: v for k, v in stored.items() if k not in WRITE_KEYS})
     if chosen and "_target_" not in chosen:  # only keys, no group: every one of them was given
         given = {str(k) for k in chosen}
         merged = OmegaConf.merge(merged, chosen)
@@ -143,6 +148,9 @@ def data_config(
             if key.startswith("data."):  # (a deletion, ~data.key, keeps the checkpoint's value)
                 given.add(key.removeprefix("data."))
                 OmegaConf.update(merged, key.removeprefix("data."), OmegaConf.select(chosen, key.removeprefix("data.")))
+    for key in WRITE_KEYS:
+        if chosen and key in chosen and key not in given:
+            merged[key] = chosen[key]
     local = chosen.get("data_dir") if chosen else None
     local = local or local_data_dir
     if "data_dir" not in given and local is not None and not Path(str(merged.get("data_dir", "."))).exists():
@@ -189,6 +197,8 @@ def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
         L.seed_everything(cfg.seed)
     datamodule.prepare_data()
     datamodule.setup("test")
+    sampler = instantiate(cfg.sampler) if cfg.get("sampler") and cfg.get("sample_quality") is not None else None
+    check_fits_data(sampler, datamodule)  # (e.g. more mixture components than codes: refused before any computing)
     batches = datamodule.evaluation_batches(cfg.split)
     notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
                                 datamodule.binary_images)
@@ -205,11 +215,13 @@ def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     options = cfg.get("sample_quality")
     if options is not None:  # are the samples good (MNIST-sized and 8×8 digits: a classifier trained here)
         options = OmegaConf.to_container(options, resolve=True)
-        sampler = instantiate(cfg.sampler) if cfg.get("sampler") else None
-        scores = sample_scores(model, datamodule, cfg.split, sampler=sampler, **options)
+        # (a missing or damaged feature-network file: one warning, these scores marked unavailable, the rest kept)
+        scores, unavailable = sample_scores_or_reason(model, datamodule, cfg.split, sampler=sampler, **options)
         metrics.update(scores)
         if scores:
             record["sampler"] = type(sampler).__name__ if sampler is not None else "the code's prior"
+        if unavailable:
+            record[UNAVAILABLE] = unavailable
     record.update(
         data=type(datamodule).__name__,
         global_step=checkpoint.get("global_step"),

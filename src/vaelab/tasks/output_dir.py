@@ -111,7 +111,7 @@ class OutputDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir")
-        from vaelab.tasks.naming import run_id
+        from vaelab.tasks.run_names import run_id
 
         try:
             claim_sweep_dir(str(OmegaConf.select(config, "hydra.sweep.dir")), run_id())

@@ -4,9 +4,6 @@ file is one vaelab can use at all."""
 from __future__ import annotations
 
 import logging
-import pickle
-import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vaelab.errors import ConfigError
 from vaelab.models.legacy import upgrade_state_dict
 from vaelab.tasks.hydra_job import in_multirun
+from vaelab.trust import peek
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +23,8 @@ def continues_its_run(ckpt: Path) -> bool:
     that saved into that very folder: the one case where resuming should go on writing there."""
     if ckpt.name != "last.ckpt" or ckpt.parent.name != "checkpoints":
         return False
-    try:
-        callbacks = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
-    except Exception:  # not one of vaelab's checkpoints: Lightning reports it when it loads it
+    callbacks = peek(ckpt, "callbacks", {})
+    if not isinstance(callbacks, dict):
         return False
     dirpaths = [state.get("dirpath") for state in callbacks.values() if isinstance(state, dict)]
     return any(d is not None and Path(d).resolve() == ckpt.parent for d in dirpaths)
@@ -69,8 +66,6 @@ def continue_in_checkpoint_run(cfg: DictConfig, settings_changed: bool = False) 
     for what, where in moved.items():
         log.info("Resuming %s: %s go on in %s", ckpt, what.removesuffix("_dir"), where)
     return moved
-
-
 
 
 # ------------------------------------------------------------------------------------------ settings of a checkpoint
@@ -124,71 +119,6 @@ def say_changed_settings(changed: dict[str, tuple[Any, Any]], path: Path) -> dic
 
 
 # ---------------------------------------------------------------------------------------------- checking a checkpoint
-#: what every checkpoint Lightning writes for vaelab holds
-CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "epoch", "global_step")
-#: what resuming needs on top (a checkpoint saved with ``save_weights_only`` lacks them)
-TRAINING_STATE_KEYS = ("optimizer_states", "loops")
-#: the model's own hyperparameters (``AutoencoderModule.__init__``), any one of which marks vaelab's checkpoints
-MODEL_FIELDS = ("image_shape", "latent_dim", "objective", "net", "likelihood")
-
-
-def _unusable(path: Path, why: str) -> ConfigError:
-    return ConfigError(f"ckpt_path={path} is not a usable checkpoint: {why}")
-
-
-def read_checkpoint(path: Path, resume: bool = False) -> dict[str, Any]:
-    """Load ``path`` safely (``weights_only``: tensors and plain values only) and check it is a checkpoint of
-    vaelab's model, with its training state when ``resume``; raise one :class:`ConfigError` naming the file and
-    what is wrong with it otherwise (empty, not a PyTorch file, foreign, weights only, NaN weights)."""
-    path = Path(path)
-    if not path.is_file():
-        raise _unusable(path, "there is no such file (it must be a checkpoint file, e.g. "
-                              "logs/train/runs/<run>/checkpoints/last.ckpt)")
-    if path.stat().st_size == 0:
-        raise _unusable(path, "the file is empty (0 bytes), as a run killed while saving it leaves it. Use another "
-                              "checkpoint of that run, e.g. its checkpoints/epoch_….ckpt")
-    if not zipfile.is_zipfile(path):
-        raise _unusable(path, "it is not a PyTorch checkpoint file (torch.save and Lightning write zip archives; "
-                              "this file is not one: it is truncated, or another kind of file)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
-            raise _unusable(path, "it holds Python objects other than tensors and plain values, so it is not a "
-                                  "checkpoint Lightning wrote for vaelab (it is not loaded: unpickling such a file "
-                                  "can run arbitrary code)") from None
-        raise _unusable(path, f"it cannot be read ({str(err).splitlines()[0]})") from None
-    except Exception as err:  # a damaged archive: torch reports it in many ways
-        first = (str(err).splitlines() or [""])[0][:200]
-        raise _unusable(path, f"it cannot be read ({type(err).__name__}: {first})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        found = ", ".join(map(str, list(checkpoint)[:8])) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise _unusable(path, f"it is a PyTorch file but not a Lightning checkpoint (it holds {found or 'nothing'}; "
-                              f"a vaelab checkpoint has {', '.join(CHECKPOINT_KEYS)}, …)")
-    hparams = checkpoint.get("hyper_parameters")
-    if not isinstance(hparams, dict) or not all(key in hparams for key in ("image_shape", "latent_dim")):
-        raise _unusable(path, "it is a Lightning checkpoint, but not of vaelab's model (its hyper_parameters have "
-                              f"no {' / '.join(MODEL_FIELDS[:2])}: a model saved by another program)")
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
-    if missing:
-        raise _unusable(path, f"it has no {', '.join(missing)}")
-    if resume:
-        missing = [key for key in TRAINING_STATE_KEYS if key not in checkpoint]
-        if missing:
-            raise _unusable(path, f"it holds the weights only (no {', '.join(missing)}: saved with "
-                                  "save_weights_only), so training cannot resume from it. Evaluate it with "
-                                  "src/eval.py, or train afresh without ckpt_path")
-    bad = [name for name, value in checkpoint["state_dict"].items()
-           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
-    if bad:
-        raise _unusable(path, f"its weights are not finite (NaN or inf in {', '.join(bad[:3])}"
-                              f"{', …' if len(bad) > 3 else ''}): it was saved after its run diverged. Use an "
-                              "earlier checkpoint of that run (checkpoints/epoch_….ckpt)")
-    return checkpoint
-
-
 def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, path: Path) -> None:
     """Refuse to resume ``checkpoint`` into a ``model`` of another shape (another latent size, net or data), naming
     the settings that differ, instead of Lightning's long list of mismatched tensors."""

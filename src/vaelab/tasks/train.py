@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -18,24 +17,25 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelab.callbacks.data_config import DataConfigInCheckpoint
-from vaelab.callbacks.divergence import DivergedError, DivergenceStop, advice
-from vaelab.errors import ConfigError
+from vaelab.callbacks.divergence import DivergenceStop, advice
+from vaelab.errors import ConfigError, DivergedError
 from vaelab.metrics.likelihood import comparability_notes
 from vaelab.rules import validate_config
 from vaelab.tasks.checkpoint_io import AtomicCheckpointIO
 from vaelab.tasks.cluster import resume_after_requeue
+from vaelab.tasks.hparams import run_hparams
 from vaelab.tasks.hydra_job import command_line_overrides, in_multirun, instantiate_config
-from vaelab.tasks.naming import hydra_choices, run_hparams
-from vaelab.tasks.record import EpochRecord, recorded, scalar_metrics
+from vaelab.tasks.record import EpochRecord, recorded, reported_error, scalar_metrics, write_json
 from vaelab.tasks.resume import (
     changed_settings,
     check_fits_model,
     continue_in_checkpoint_run,
-    read_checkpoint,
     say_changed_settings,
 )
+from vaelab.tasks.run_names import hydra_choices
 from vaelab.tasks.runtime import quiet_irrelevant_warnings, skip_failing_nvml_probe
 from vaelab.tasks.signals import EXIT_CODE, Terminated, sigterm_raises
+from vaelab.trust import peek, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,13 @@ log = logging.getLogger(__name__)
 def instantiate_all(cfg: DictConfig | None) -> list[Any]:
     """Instantiate every ``_target_`` entry of a config group such as ``callbacks`` or ``logger``.
 
-    An entry set to null (``callbacks.samples=null``) is left out.
+    An entry set to null (``callbacks.samples=null``) is left out. A vaelab error raised by a constructor (MLflow's
+    store unusable) is raised as itself (:func:`instantiate_config`), one message.
     """
     if not cfg:
         return []
-    return [instantiate(entry) for entry in cfg.values() if isinstance(entry, DictConfig) and "_target_" in entry]
+    return [instantiate_config(entry) for entry in cfg.values()
+            if isinstance(entry, DictConfig) and "_target_" in entry]
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
@@ -114,12 +116,18 @@ def announce(trainer: L.Trainer, cfg: DictConfig) -> None:
             logger.log_config(config)
 
 
-def hand_over_run_folder(loggers: list[Any], folder: Path) -> None:
-    """Give every logger that keeps files (MLflow's artifacts) the finished run's folder: its ``metrics.json``,
-    checkpoints and TensorBoard events, once the record is written, however the run ended."""
+def hand_over_run_folder(loggers: list[Any], path: Path, record: dict[str, Any]) -> None:
+    """Give every logger that keeps files (MLflow's artifacts) the finished run's folder: its ``metrics.json``
+    (``path``), checkpoints and TensorBoard events, once the record is written, however the run ended. A logger
+    whose tracking failed once training had started (it went on without it, saying why in ``tracking_error``) is
+    noted in the record, which is then written again."""
     for logger in loggers:
         if hasattr(logger, "log_run_folder"):
-            logger.log_run_folder(folder)
+            logger.log_run_folder(path.parent)
+    failures = [str(e) for e in (getattr(logger, "tracking_error", None) for logger in loggers) if e]
+    if failures:
+        record["tracking_error"] = "; ".join(failures)
+        write_json(path, record)
 
 
 def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: Any) -> dict[str, Any]:
@@ -242,9 +250,8 @@ def last_checkpoint_said(last: str | None) -> str:
     """What to resume a stopped run from: ``last`` and the epoch it ends, read from the file itself."""
     if not last or not Path(last).is_file():
         return " No checkpoint was saved yet: there is nothing to resume from."
-    try:
-        epoch = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("epoch")
-    except Exception:  # (unreadable: say the path only)
+    epoch = peek(last, "epoch")
+    if not isinstance(epoch, int):  # (unreadable: say the path only)
         return f" Resume with ckpt_path={last}"
     return f" Resume with ckpt_path={last} (saved at the end of epoch {epoch}: the run goes on from epoch {epoch + 1})"
 
@@ -305,7 +312,7 @@ def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list)
     check_launcher(trainer)
     check_manual_optimization(model, trainer)
     announce(trainer, cfg)  # (every check passed: the first write into a resumed run's own folder)
-    finishers.append(lambda: hand_over_run_folder(trainer.loggers, path.parent))
+    finishers.append(lambda: hand_over_run_folder(trainer.loggers, path, record))
     watch(trainer, path, record)
     stage = "fit"
     try:
@@ -317,12 +324,13 @@ def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list)
             stage = "test"
             record.update(_test(trainer, model, datamodule))
             record["test"] = scalar_metrics(trainer.callback_metrics, "test/")
-    except BaseException as err:
+    except BaseException as raised:
+        err = reported_error(raised, path.parent)  # (not the error of a write that failed while Lightning stopped)
         if stage == "fit":
             record.update(fit_record(trainer))  # what the epochs before the failure reached is not lost
         where = f"epoch {trainer.current_epoch}" if stage == "fit" else "testing, after fitting"
         if isinstance(err, Terminated) and stage == "fit" and trainer.global_step == 0:
-            raise  # (before the first step: while the data were prepared; said by train())
+            raise err from None  # (before the first step: while the data were prepared; said by train())
         if isinstance(err, DivergedError):
             record.update(status="diverged", error=str(err))
         elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
@@ -332,6 +340,10 @@ def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list)
             raise SystemExit(EXIT_CODE) from err
         elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
             record.update(status="interrupted", error=f"interrupted in {where}")
+            log.error("Interrupted in %s.%s", where,
+                      last_checkpoint_said(record.get("last_ckpt")) if stage == "fit" else "")
+        if err is not raised:
+            raise err from None
         raise
     record["status"] = "interrupted" if trainer.interrupted else "completed"
     return optimized_value(cfg, record)

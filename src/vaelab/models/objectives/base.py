@@ -16,9 +16,28 @@ from vaelab.models.schedules import ConstantBeta
 
 @dataclass(frozen=True)
 class DataFacts:
-    """What an objective may need to know of the training data, handed in when fitting starts."""
+    """What an objective may need to know of the data, handed in when fitting starts."""
 
     num_train_images: int | None = None
+    #: images per batch of each split (``train``: ``data.batch_size``; ``val``, ``test``: the eval batch size)
+    batch_sizes: dict[str, int] = field(default_factory=dict)
+    #: the images of each split that each process goes through in an epoch (one number per process)
+    shards: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, datamodule: Any, world_size: int = 1) -> DataFacts:
+        """What a set-up DataModule of vaelab's says, for ``world_size`` processes (training shards padded to one
+        size, val/test shards not: as :mod:`vaelab.data.loaders` deals them); nothing of another DataModule."""
+        from vaelab.data.loaders import shard_size
+
+        splits = getattr(datamodule, "splits", None)
+        if not splits or not hasattr(datamodule, "eval_batch_size"):
+            return cls(num_train_images=getattr(datamodule, "num_train_images", None))
+        shards = {split: tuple(shard_size(len(splits[split][0]), rank, world_size, pad=split == "train")
+                               for rank in range(world_size)) for split in ("train", "val", "test") if split in splits}
+        batch_sizes = {"train": int(datamodule.batch_size), "val": int(datamodule.eval_batch_size),
+                       "test": int(datamodule.eval_batch_size)}
+        return cls(len(splits["train"][0]) if "train" in splits else None, batch_sizes, shards)
 
 
 @dataclass
@@ -41,6 +60,10 @@ class Objective(nn.Module):
         needs_posterior: whether it needs a Gaussian posterior q(z|x) (``model.code=gaussian``); False for the
             objectives of deterministic codes.
         term_names: the names of the extra terms its :class:`ObjectiveValue` carries, always the same ones.
+        beta_name: what ``model.beta`` (the target of the β schedule) is to this objective, by the name its paper
+            gives it (``beta``; FactorVAE's and capacity control's ``gamma``, VQ-VAE's ``commitment`` cost), or None
+            for an objective that has no such weight. Run names and the HParams columns show the value under this
+            name (:mod:`vaelab.tasks.hparams`), so one column never means two things.
 
     ``schedule`` is the β schedule (:mod:`vaelab.models.schedules`), built by the model from ``model.beta`` and
     ``model/beta_schedule``; an objective without a β ignores it. Objectives are ``nn.Module``s, so any state they
@@ -49,6 +72,7 @@ class Objective(nn.Module):
 
     needs_posterior: bool = True
     term_names: tuple[str, ...] = ()
+    beta_name: str | None = "beta"
 
     def __init__(self, schedule: ConstantBeta | None = None) -> None:
         super().__init__()

@@ -71,7 +71,6 @@ class BetaTCVAE(Objective):
     """
 
     term_names = ("mi", "tc", "dw_kl")
-    config_prefix = "model.objective"
 
     def __init__(self, alpha: float = 1.0, gamma: float = 1.0, sampling: str = "mws",
                  dataset_size: int | None = None, schedule=None) -> None:

@@ -15,6 +15,8 @@ class Capacity(Objective):
 
     config_prefix = "model.objective"
 
+    beta_name = "gamma"
+
     def __init__(self, c_max: float = 25.0, capacity_steps: int = 100_000, schedule=None) -> None:
         super().__init__(schedule)
         if not c_max >= 0:

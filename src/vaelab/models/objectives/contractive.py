@@ -36,7 +36,7 @@ class Contractive(Objective):
 
     needs_posterior = False
     term_names = ("contraction",)
-    config_prefix = "model.objective"
+    beta_name = None
 
     def __init__(self, weight: float = 0.1, schedule=None) -> None:
         super().__init__(schedule)

@@ -19,8 +19,10 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import nn
 
+from vaelab.errors import ConfigError
 from vaelab.models.autoencoder import plain
-from vaelab.models.objectives.base import Objective, ObjectiveValue
+from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
+from vaelab.rules import FACTOR_VAE_MIN_BATCH, factor_vae_batch_problems
 
 #: the paper's optimiser of the discriminator (its appendix: Adam, lr 1e-4, β1 = 0.5, β2 = 0.9)
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "lr": 1e-4, "betas": [0.5, 0.9], "fused": True}
@@ -39,7 +41,8 @@ def permute_dims(z: torch.Tensor, generator: torch.Generator | None = None) -> t
 def split_batch(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes the discriminator sees as samples of q(z), codes it sees permuted as samples of ∏_j q(z_j)): the first
     and the second half of the batch, the paper's two batches (Algorithm 2) drawn as one. A batch of one code plays
-    both parts (there is nothing to tell apart; a last batch can be that small)."""
+    both parts (there is nothing to tell apart). Training refuses any batch of fewer than
+    :data:`~vaelab.rules.FACTOR_VAE_MIN_BATCH` codes, before it starts (:meth:`FactorVAE.bind`)."""
     half = z.shape[0] // 2
     return (z, z) if half == 0 else (z[:half], z[half:])
 
@@ -92,7 +95,10 @@ class FactorVAE(Objective):
     samples of the product. The model's loss, TC term included, uses every image of the batch, so the model trains on
     the same batches as the other families; D's batch is B/2 codes of each class (permutations over B/2 codes), and
     nothing is encoded twice. Both halves come from the encoder before the model's step (the paper encodes the second
-    batch after it).
+    batch after it). Every batch, a split's last, partial one too, must hold at least
+    :data:`~vaelab.rules.FACTOR_VAE_MIN_BATCH` codes (one of q(z), two to shuffle): settings that would give a smaller
+    one are refused before training (:func:`vaelab.rules.validate_config` and :meth:`bind`), and a training batch
+    that small anyway (data that :meth:`bind` could not see) raises, never training D on meaningless classes.
 
     Logged terms: ``tc`` (the estimate, in nats), ``disc_loss`` (D's cross-entropy) and ``disc_accuracy`` (0.5 is
     chance: D cannot tell q(z) from the product, e.g. because the code is factorised).
@@ -105,7 +111,7 @@ class FactorVAE(Objective):
     """
 
     term_names = ("tc", "disc_loss", "disc_accuracy")
-    config_prefix = "model.objective"
+    beta_name = "gamma"
 
     def __init__(self, latent_dim: int, hidden_dims: Sequence[int] = PAPER_HIDDEN_DIMS, negative_slope: float = 0.2,
                  optimizer: Mapping[str, Any] | Callable[..., torch.optim.Optimizer] | None = None,
@@ -118,11 +124,23 @@ class FactorVAE(Objective):
                              "an optimiser, e.g. {_target_: torch.optim.Adam, lr: 1.0e-4, betas: [0.5, 0.9]}")
         self.optimizer = optimizer
 
+    def bind(self, data: DataFacts) -> None:
+        """Refuse, when fitting starts, batch sizes that leave a batch (a split's last one too) too small for the
+        discriminator to see both classes (:func:`vaelab.rules.factor_vae_batch_problems`): one ConfigError naming
+        the key (``data.batch_size``, ``data.eval_batch_size``) and sizes that fit."""
+        problems = factor_vae_batch_problems(data.batch_sizes, data.shards)
+        if problems:
+            raise ConfigError("Invalid configuration, nothing was trained:\n" + "\n".join(f"  {p}" for p in problems))
+
     def forward(self, model, x, out, step) -> ObjectiveValue:
         z = out.z
         if z.dim() != 2 or z.shape[1] != self.discriminator.latent_dim:
             raise ValueError(f"FactorVAE's discriminator takes codes of {self.discriminator.latent_dim} dimensions "
                              f"(model.objective.latent_dim), but the model's codes have shape {tuple(z.shape)[1:]}")
+        if self.training and z.shape[0] < FACTOR_VAE_MIN_BATCH:
+            raise ValueError(f"FactorVAE got a training batch of {z.shape[0]} code(s): its discriminator needs at "
+                             f"least {FACTOR_VAE_MIN_BATCH} (one of q(z), two to shuffle). Give a data.batch_size "
+                             "that leaves no smaller last batch")
         tc = self.discriminator(z).mean()
         joint, product = split_batch(z.detach())
         # (one pass over both classes: on a CPU every extra small layer call costs more than its arithmetic)

@@ -18,6 +18,7 @@ class IWAE(Objective):
     """
 
     term_names = ("iw_bound",)
+    beta_name = None
 
     def __init__(self, k: int = 5, schedule=None) -> None:
         super().__init__(schedule)

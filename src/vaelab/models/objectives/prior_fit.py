@@ -17,6 +17,7 @@ class PriorFit(Objective):
     """
 
     needs_posterior = False
+    beta_name = None
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
         if getattr(model.code, "prior", None) is None:

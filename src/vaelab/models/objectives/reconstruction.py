@@ -13,6 +13,7 @@ class Reconstruction(Objective):
     """
 
     needs_posterior = False
+    beta_name = None
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
         return ObjectiveValue(out.recon.mean())

@@ -30,7 +30,7 @@ class Sparse(Objective):
 
     needs_posterior = False
     term_names = ("l1", "sparsity_kl", "mean_activation")
-    config_prefix = "model.objective"
+    beta_name = None
 
     def __init__(self, l1: float = 0.0, rho: float = 0.05, kl_weight: float = 3.0, schedule=None) -> None:
         super().__init__(schedule)

@@ -21,6 +21,7 @@ class VQVAE(Objective):
 
     needs_posterior = False
     term_names = CODE_TERMS
+    beta_name = "commitment"
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
         missing = [name for name in CODE_TERMS if name not in out.extras]

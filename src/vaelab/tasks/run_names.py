@@ -14,15 +14,13 @@ started from this one (Lightning's DDP workers, joblib workers) inherit it; two 
 one machine or on two sharing a file system, draw their tokens independently from ``secrets`` (36⁶ ≈ 2.2·10⁹ of them:
 for 1,000 runs with one description started in one second, a clash has a chance of about 2·10⁻⁴).
 
-The resolvers used in ``conf/hydra/*.yaml`` are registered when this module is imported (``vaelab.tasks`` does, so
-every process that runs a task has them, also a joblib or submitit worker resolving its job's folder).
+The resolvers of ``conf/hydra/*.yaml`` that use these names are in :mod:`vaelab.tasks.resolvers`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import secrets
@@ -32,14 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 #: the environment variable holding this process's run token
 RUN_ID_ENV = "VAELAB_RUN_ID"
 TOKEN_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 TOKEN_LENGTH = 6
-#: objectives that have no β (the description and the HParams leave it out)
-BETA_FREE_OBJECTIVES = frozenset({"reconstruction", "iwae", "sparse", "contractive"})
 #: the defaults a description leaves out
 DEFAULT_NET, DEFAULT_SCHEDULE, DEFAULT_DATA = "mlp", "constant", "digits"
 #: the objective each model of conf/model/ trains with unless told otherwise (any other is named)
@@ -137,6 +133,22 @@ def hydra_choices() -> dict[str, Any] | None:
     return OmegaConf.to_container(HydraConfig.get().runtime.choices)
 
 
+def beta_name(cfg: Mapping[str, Any]) -> str | None:
+    """What ``model.beta`` is to the run's objective, by its own name (``beta``, ``gamma``, ``commitment``), or None
+    for an objective without such a weight: the objective class declares it
+    (:attr:`vaelab.models.objectives.Objective.beta_name`). A target that cannot be found has none here (building the
+    model then says what is wrong with it)."""
+    from hydra.utils import get_class
+
+    objective = (cfg.get("model") or {}).get("objective") or {}
+    target = objective.get("_target_") if isinstance(objective, Mapping) else None
+    try:
+        cls = get_class(str(target or "vaelab.models.objectives.Elbo"))
+    except Exception:
+        return None
+    return getattr(cls, "beta_name", None)
+
+
 def _number(value: Any) -> str:
     return f"{float(value):g}" if isinstance(value, (int, float)) else str(value)
 
@@ -147,9 +159,12 @@ def _safe(text: str) -> str:
 
 
 def describe(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -> str:
-    """A short name saying what a training run is: ``<model>[-<objective>][-<net>]_z<latent>[_b<β>[-<schedule>]]
-    [_<data>]``, leaving out the defaults (the model's own objective, the MLP, a constant β, the digits), e.g.
-    ``vae_z16_b1``, ``ae_z8``, ``beta_vae-conv_z10_b4-linear_mnist``, ``vae-capacity_z10_b1000``."""
+    """A short name saying what a training run is: ``<model>[-<objective>][-<net>]_z<latent>[_<w><β>[-<schedule>]]
+    [_<data>]``, leaving out the defaults (the model's own objective, the MLP, a constant β, the digits); ``<w>`` is
+    the first letter of what the objective calls ``model.beta`` (:func:`beta_name`: ``b``, FactorVAE's ``g`` for γ,
+    VQ-VAE's ``c`` for its commitment cost), left out with the value for an objective without one, e.g.
+    ``vae_z16_b1``, ``ae_z8``, ``beta_vae-conv_z10_b4-linear_mnist``, ``vae-capacity_z10_g1000``,
+    ``factor_vae_z10_g40``."""
     choices = {**derived_choices(cfg), **{k: v for k, v in (choices or {}).items() if v is not None}}
     model_cfg = cfg.get("model") or {}
     model, objective = str(choices["model"]), str(choices["model/objective"])
@@ -161,9 +176,11 @@ def describe(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None) -
     parts = ["-".join(head)]
     if model_cfg.get("latent_dim") is not None:
         parts.append(f"z{model_cfg['latent_dim']}")
-    if objective not in BETA_FREE_OBJECTIVES and model_cfg.get("beta") is not None:
+    weight = beta_name(cfg)
+    if weight is not None and model_cfg.get("beta") is not None:
         schedule = choices["model/beta_schedule"]
-        parts.append(f"b{_number(model_cfg['beta'])}" + (f"-{schedule}" if schedule != DEFAULT_SCHEDULE else ""))
+        parts.append(f"{weight[0]}{_number(model_cfg['beta'])}"
+                     + (f"-{schedule}" if schedule != DEFAULT_SCHEDULE else ""))
     if choices.get("data") not in (None, DEFAULT_DATA):
         parts.append(str(choices["data"]))
     return _safe("_".join(parts))[:MAX_DESCRIPTION]
@@ -221,85 +238,6 @@ def overrides_name(overrides: Iterable[str], exclude_keys: Iterable[str] = NOISY
     return name or "defaults"
 
 
-# ---------------------------------------------------------------------------------------------------- HParams
-def _scalar(value: Any) -> bool | int | float | str | None:
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value, resolve=True)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(v, (bool, int, float, str)) for v in value):
-        return str(list(value))
-    return None
-
-
-def _select(cfg: Mapping[str, Any], key: str) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def run_hparams(cfg: Mapping[str, Any], choices: Mapping[str, Any] | None = None, overrides: Iterable[str] = (),
-                exclude_keys: Iterable[str] = NOISY_KEYS) -> dict[str, bool | int | float | str]:
-    """The hyperparameters that tell runs apart, flat and scalar, for TensorBoard's HParams tab: the config groups'
-    options (``model``, ``model/objective``, ``model/net``, ``model/beta_schedule``, ``data``, ``experiment``), the
-    latent size, β and its schedule's settings (for objectives that have a β), the objective's settings, the
-    likelihood, learning rate, batch size, binarisation, seed and epochs, and every other key given on the command
-    line (so a sweep's swept keys are columns too). Names are the command line's (``model.beta``)."""
-    choices = {**derived_choices(cfg), **{k: v for k, v in (choices or {}).items() if v is not None}}
-    out: dict[str, Any] = {}
-    for group in ("model", "model/objective", "model/net", "model/beta_schedule", "data", "experiment"):
-        if choices.get(group) is not None:
-            out[group] = str(choices[group])
-    model = cfg.get("model") or {}
-    uses_beta = choices["model/objective"] not in BETA_FREE_OBJECTIVES
-    keys = ["model.latent_dim", *(["model.beta"] if uses_beta else []), "model.likelihood", "model.optimizer.lr"]
-    for part in ("objective", *(["beta_schedule"] if uses_beta else [])):
-        node = model.get(part) or {}
-        keys += [f"model.{part}.{k}" for k in node if not str(k).startswith("_")]
-    keys += ["data.batch_size", "data.binarize", "seed", "trainer.max_epochs"]
-    excluded = set(exclude_keys)
-    for line in overrides:
-        key = str(line).lstrip("+~").partition("=")[0].split("@", 1)[0]
-        if key in excluded or key in out:
-            continue
-        if choices.get(key) is not None:  # a config group's option, e.g. trainer=gpu
-            out[key] = str(choices[key])
-        else:
-            keys.append(key)
-    for key in keys:
-        value = _scalar(_select(cfg, key))
-        if value is not None:
-            out[key] = value
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------- resolvers
-def _root_choices(root: Any) -> dict[str, Any] | None:
-    choices = OmegaConf.select(root, "hydra.runtime.choices", default=None)
-    return OmegaConf.to_container(choices) if choices is not None else None
-
-
-def _run_name(*, _root_: DictConfig) -> str:
-    try:
-        return describe(_root_, _root_choices(_root_))
-    except Exception:  # (a config without the usual keys: a name must not stop the run)
-        return "run"
-
-
-def _eval_name(*, _root_: DictConfig) -> str:
-    return describe_eval(_root_)
-
-
-def _job_name(*, _root_: DictConfig) -> str:
-    settings = OmegaConf.select(_root_, "hydra.job.config.override_dirname", default=None) or {}
-    overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None) or []
-    return overrides_name(overrides, settings.get("exclude_keys", NOISY_KEYS), settings.get("item_sep", ","),
-                          settings.get("kv_sep", "="))
-
-
 def sweep_name(sweep_dir: str | Path, log_dir: str | Path | None = None) -> str:
     """A sweep's name for a tracker (an MLflow experiment): its folder relative to ``log_dir`` when inside it
     (``train/multiruns/2026-12-04_17-25-14_ld5f7r``), else the folder's own name."""
@@ -310,86 +248,3 @@ def sweep_name(sweep_dir: str | Path, log_dir: str | Path | None = None) -> str:
             if relative.parts:
                 return relative.as_posix()
     return folder.name or str(folder)
-
-
-def _sweep_name(default: str, *, _root_: DictConfig) -> str:
-    """``${vaelab.sweep_name:<default>}``: in a job of a multirun (``-m``), its sweep's name (:func:`sweep_name`,
-    relative to ``paths.log_dir``); otherwise ``default``."""
-    from vaelab.tasks.hydra_job import in_multirun
-
-    if not in_multirun():
-        return default
-    from hydra.core.hydra_config import HydraConfig
-
-    return sweep_name(HydraConfig.get().sweep.dir, OmegaConf.select(_root_, "paths.log_dir", default=None))
-
-
-#: the statuses of a run that did not finish: a SLURM job requeued after it goes on in its folder
-UNFINISHED = ("running", "interrupted", "terminated")
-
-
-_slurm_stamp: str | None = None
-
-
-def _run_stamp(default: str, *, _root_: DictConfig) -> str:
-    """What follows a run folder's description: ``default`` (``<date>_<time>_<token>``) outside SLURM; inside a SLURM
-    batch job ``slurm-<job>[-<step>]`` (:func:`vaelab.tasks.cluster.slurm_job_key`), the same in every task of a
-    multi-node step and after a requeue, so that the ranks share one folder and a requeued job finds its
-    ``last.ckpt``. Only a job SLURM has restarted (``SLURM_RESTART_COUNT`` > 0) goes on in a folder that holds a run
-    that did not finish (running, interrupted, terminated, or a torn record). An ``srun`` step holds one run (in all
-    its ranks); in the batch script itself the first free name is claimed by making its folder (``…``, ``…-2``,
-    ``…-3``), so two runs of one script never share a folder. The answer is kept for the process: Hydra resolves the
-    run folder more than once."""
-    from vaelab.tasks.cluster import restart_count, slurm_job_key
-
-    global _slurm_stamp
-    key = slurm_job_key()
-    if key is None:
-        return default
-    if _slurm_stamp is not None:
-        return _slurm_stamp
-    step = os.environ.get("SLURM_STEP_ID", "")
-    stamp = f"slurm-{key}" + (f"-{step}" if step.isdigit() else "")
-    runs = Path(str(OmegaConf.select(_root_, "paths.log_dir"))) / str(_root_.task_name) / "runs"
-    name = _run_name(_root_=_root_)
-    restarted = restart_count() > 0
-    for n in range(1, 1000):
-        candidate = stamp if n == 1 else f"{stamp}-{n}"
-        folder = runs / f"{name}_{candidate}"
-        if restarted and folder.is_dir():
-            try:
-                status = json.loads((folder / "metrics.json").read_text()).get("status")
-            except (OSError, ValueError):
-                status = None  # no record, or one torn by the kill: that run did not finish
-            if status is None or status in UNFINISHED:
-                _slurm_stamp = candidate
-                return candidate
-            continue
-        if step.isdigit():  # an srun step: one run, started in every rank at once, all taking the step's name
-            _slurm_stamp = candidate
-            return candidate
-        try:
-            folder.mkdir(parents=True)
-        except FileExistsError:
-            continue
-        except OSError:  # (an unwritable log_dir: the run-folder check says so)
-            pass
-        _slurm_stamp = candidate
-        return candidate
-    return f"{stamp}-{run_id()}"
-
-
-def register_resolvers() -> None:
-    """``${vaelab.run_id:}``, ``${vaelab.run_name:}``, ``${vaelab.run_stamp:}``, ``${vaelab.eval_name:}``,
-    ``${vaelab.job_name:}``, ``${vaelab.sweep_name:<default>}``."""
-    # the token is also cached in the config: Hydra copies a sweep's cache into each job's config, so a job run in a
-    # process that did not inherit VAELAB_RUN_ID (a cluster node) still finds its sweep's folder
-    OmegaConf.register_new_resolver("vaelab.run_id", run_id, replace=True, use_cache=True)
-    OmegaConf.register_new_resolver("vaelab.run_stamp", _run_stamp, replace=True)
-    OmegaConf.register_new_resolver("vaelab.sweep_name", _sweep_name, replace=True)
-    for name, function in (("vaelab.run_name", _run_name), ("vaelab.eval_name", _eval_name),
-                           ("vaelab.job_name", _job_name)):
-        OmegaConf.register_new_resolver(name, function, replace=True)
-
-
-register_resolvers()
