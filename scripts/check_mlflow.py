@@ -120,7 +120,7 @@ def read_store(logs: Path) -> list[dict]:
     """Every experiment of ``<logs>/mlflow.db`` with its runs' names, metric keys and artifact paths."""
     from mlflow.tracking import MlflowClient
 
-    from vaelab.loggers_mlflow import sqlite_uri
+    from vaelab.loggers.mlflow import sqlite_uri
 
     client = MlflowClient(sqlite_uri(logs))
 
@@ -149,7 +149,7 @@ def train_sweep(logs: Path, epochs: int, log_file: Path) -> Path:
 def mlflow_server(logs: Path, port: int, log_file: Path):
     """MLflow's tracking server and UI on 127.0.0.1:``port`` over ``<logs>/mlflow.db`` (one worker, no job
     runner: nothing but the UI); ready once ``/health`` answers."""
-    from vaelab.loggers_mlflow import sqlite_uri
+    from vaelab.loggers.mlflow import sqlite_uri
 
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", sqlite_uri(logs), "--host",
                "127.0.0.1", "--port", str(port), "--workers", "1"]

@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from torchvision.utils import save_image
 
 import vaelab
-from vaelab.callbacks.grids import upscale
+from vaelab.dashboard.grids import upscale
 from vaelab.tasks.evaluate import WRITE_KEYS
 from vaelab.trust import read_checkpoint
 

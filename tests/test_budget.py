@@ -1,4 +1,4 @@
-"""The dashboard's time budget (vaelab.callbacks.budget): views draw within their share of the wall time."""
+"""The dashboard's time budget (vaelab.dashboard.budget): views draw within their share of the wall time."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import lightning
 import pytest
 
-from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.budget import DashboardBudget
+from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.budget import DashboardBudget
 from vaelab.data.digits import DigitsDataModule
-from vaelab.models import AutoencoderModule
+from vaelab.training import AutoencoderModule
 
 
 class View(DashboardCallback):
@@ -61,7 +61,7 @@ def test_through_lightning_an_expensive_view_keeps_within_its_share(tmp_path, mo
     """A view that costs 50 ms or more, with 2 % of the time to spend: it draws at the first and the last epoch and,
     in between, only as often as its share allows; its total stays within the share plus those two drawings (and
     the overshoot of one drawing that cost more than the one before)."""
-    monkeypatch.setattr("vaelab.callbacks.base.tensorboard_writer", lambda trainer: object())
+    monkeypatch.setattr("vaelab.dashboard.base.tensorboard_writer", lambda trainer: object())
     lightning.seed_everything(0, verbose=False)
     view, budget = View(seconds=0.05, num_images=4), DashboardBudget(share=0.02)
     drawn = []

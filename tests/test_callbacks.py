@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelab.callbacks import (
+from vaelab.dashboard import (
     CollapseAlarm,
     Interpolations,
     KLPerDimension,
@@ -31,11 +31,12 @@ from vaelab.callbacks import (
     grids,
     images,
 )
-from vaelab.callbacks.health import code_health
+from vaelab.dashboard.health import code_health
 from vaelab.data import DigitsDataModule
-from vaelab.models import Autoencoder, AutoencoderModule
+from vaelab.models import Autoencoder
 from vaelab.models.distributions import kl_per_dimension
 from vaelab.models.output import AutoencoderOutput
+from vaelab.training import AutoencoderModule
 
 PAD = 2  # make_grid's padding in image_grid
 PAD_VALUE = 0.5
@@ -716,7 +717,7 @@ def test_without_tensorboard_the_callbacks_skip_drawing_and_warn_once(tmp_path, 
             super().draw(*args, **kwargs)
 
     callbacks = [Spy(nrow=4, min_side=8, num_images=8), *all_callbacks()[1:]]
-    with caplog.at_level(logging.WARNING, logger="vaelab.callbacks.base"):
+    with caplog.at_level(logging.WARNING, logger="vaelab.dashboard.base"):
         trainer, _, _ = fit(tmp_path, callbacks, max_epochs=3, logger=CSVLogger(save_dir=tmp_path))
     assert trainer.state.finished and trainer.global_step == 6
     assert drawn == []

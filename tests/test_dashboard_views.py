@@ -32,7 +32,7 @@ from test_callbacks import (
     spy_on_labels,
 )
 
-from vaelab.callbacks import (
+from vaelab.dashboard import (
     CollapseAlarm,
     Interpolations,
     LatentHistograms,
@@ -42,8 +42,8 @@ from vaelab.callbacks import (
     grids,
     interpolation,
 )
-from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.health import code_health
+from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.health import code_health
 
 
 # ---------------------------------------------------------------------------------------------------- labelled grids
@@ -171,7 +171,7 @@ def test_the_manifold_of_a_2d_autoencoder_spans_its_codes_and_other_codes_draw_n
     assert sorted(set(z[:, 1].tolist())) == [20.0, 30.0, 40.0]
 
     wide = make_module(latent_dim=5)
-    with caplog.at_level(logging.INFO, logger="vaelab.callbacks.interpolation"):
+    with caplog.at_level(logging.INFO, logger="vaelab.dashboard.interpolation"):
         callback = LatentManifold()
         for _ in range(2):
             assert draw(callback, wide, x, y, forward(wide, x)).calls == []
@@ -227,7 +227,7 @@ def test_the_collapse_alarm_warns_after_its_patience_writes_a_text_card_and_says
     torch.manual_seed(0)
     module, (x, y) = make_module(latent_dim=4), make_batch(20)
     alarm, writer = CollapseAlarm(num_images=20, patience=2), RecordingWriter()
-    with caplog.at_level(logging.INFO, logger="vaelab.callbacks.health"):
+    with caplog.at_level(logging.INFO, logger="vaelab.dashboard.health"):
         for step, out in enumerate([collapsed_output(), collapsed_output(), collapsed_output(), healthy_output()]):
             draw(alarm, module, x, y, out, step=step, writer=writer)
     assert [(c.tag, c.step, c.dataformats) for c in writer.calls] == [
@@ -244,7 +244,7 @@ def test_the_collapse_alarm_warns_at_the_end_of_a_run_that_ended_collapsed_and_i
     module, (x, y) = make_module(latent_dim=4), make_batch(20)
     trainer = SimpleNamespace(is_global_zero=True)
     quiet, loud = CollapseAlarm(num_images=20), CollapseAlarm(num_images=20, patience=5)
-    with caplog.at_level(logging.WARNING, logger="vaelab.callbacks.health"):
+    with caplog.at_level(logging.WARNING, logger="vaelab.dashboard.health"):
         assert draw(quiet, module, x, y, healthy_output()).calls == []
         quiet.on_train_end(trainer, module)
         ae = make_module(variational=False)
@@ -338,7 +338,7 @@ def test_factor_labels_are_reduced_to_the_class_the_data_colours_by(monkeypatch)
     factors = torch.tensor([[0, 5], [1, 6], [2, 7], [3, 8]])
     datamodule = SimpleNamespace(class_names=None, fixed_batch=lambda split, n: (x[:n], factors[:n]),
                                  class_labels=lambda labels: labels[:, 1])
-    monkeypatch.setattr("vaelab.callbacks.base.tensorboard_writer", lambda t: RecordingWriter())
+    monkeypatch.setattr("vaelab.dashboard.base.tensorboard_writer", lambda t: RecordingWriter())
     module = make_module().train()
     Spy(num_images=4).draw_now(stub_trainer(datamodule), module)
     assert seen[0].tolist() == [5, 6, 7, 8]
@@ -353,7 +353,7 @@ def stub_trainer(datamodule, global_step: int = 0):
 def test_callbacks_that_want_the_same_pass_share_one_and_draw_as_if_alone(monkeypatch):
     x, y = make_batch(6)
     datamodule = SimpleNamespace(class_names=None, fixed_batch=lambda split, n: (x[:n], y[:n]))
-    monkeypatch.setattr("vaelab.callbacks.base.tensorboard_writer", lambda t: RecordingWriter())
+    monkeypatch.setattr("vaelab.dashboard.base.tensorboard_writer", lambda t: RecordingWriter())
     module = make_module()
     passes, drawn = [], []
     forward_pass = module.forward

@@ -17,9 +17,10 @@ from test_eval import compose_eval
 from vaelab.callbacks.disentanglement import DisentanglementMetrics
 from vaelab.data import DigitsDataModule, ShapesDataModule
 from vaelab.metrics import factors
-from vaelab.models import Autoencoder, AutoencoderModule
+from vaelab.models import Autoencoder
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
+from vaelab.training import AutoencoderModule
 
 TINY = {"image_size": 16, "n_scales": 2, "n_orientations": 4, "n_positions": 4}  # 3 * 2 * 4 * 4 * 4 = 384 images
 TINY_OVERRIDES = [f"data.{k}={v}" for k, v in TINY.items()]

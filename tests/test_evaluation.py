@@ -17,9 +17,10 @@ from torch.distributions import MultivariateNormal, kl_divergence
 
 from vaelab.metrics.active_units import active_units, posterior_mean_variance
 from vaelab.metrics.likelihood import bits_per_dim, comparability_notes, evaluate, importance_weighted_bound
-from vaelab.models import Autoencoder, AutoencoderModule
+from vaelab.models import Autoencoder
 from vaelab.models.distributions import kl_to_standard_normal
 from vaelab.models.likelihoods import GaussianLikelihood
+from vaelab.training import AutoencoderModule
 
 DTYPE = torch.float64
 IMAGE_SHAPE = (1, 2, 3)  # D = 6 pixels

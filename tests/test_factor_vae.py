@@ -15,7 +15,6 @@ from lightning import Callback
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from vaelab.errors import ConfigError, DivergedError
-from vaelab.models import AutoencoderModule
 from vaelab.models.objectives import FactorVAE
 from vaelab.models.objectives.factor_vae import (
     Discriminator,
@@ -27,6 +26,7 @@ from vaelab.models.objectives.factor_vae import (
 from vaelab.models.schedules import ConstantBeta
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
+from vaelab.training import AutoencoderModule
 
 
 def pass_of(z: torch.Tensor) -> types.SimpleNamespace:

@@ -24,11 +24,11 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from vaelab.callbacks.divergence import advice, divergence_message
 from vaelab.callbacks.progress import EpochLines, progress_bar
 from vaelab.errors import ConfigError, DivergedError
-from vaelab.models.epoch_sums import non_finite_terms
 from vaelab.reports import sweep as sweep_report
 from vaelab.tasks.evaluate import run_evaluation
-from vaelab.tasks.record import write_json
+from vaelab.tasks.recording import write_json
 from vaelab.tasks.train import train
+from vaelab.training.epoch_sums import non_finite_terms
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore"}
 QUICK = ["trainer=cpu", "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1",

@@ -99,7 +99,7 @@ def test_validation_and_testing_see_clean_images():
 def test_the_reconstruction_view_of_a_denoising_autoencoder_shows_the_corrupted_and_denoised_rows(monkeypatch):
     from test_callbacks import RecordingWriter, spy_on_labels
 
-    from vaelab.callbacks import images as views
+    from vaelab.dashboard import images as views
 
     model = dae(0.5).eval()
     x = images(4)

@@ -20,7 +20,7 @@ from lightning import Callback
 
 from vaelab.errors import ConfigError
 from vaelab.tasks.checkpoint_io import AtomicCheckpointIO
-from vaelab.tasks.record import RunFolderWriteError, recorded, reported_error
+from vaelab.tasks.recording import RunFolderWriteError, recorded, reported_error
 
 ENV = {**os.environ, "VAELAB_ROOT": str(ROOT), "PYTHONWARNINGS": "ignore",
        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
@@ -212,7 +212,7 @@ def test_ctrl_c_that_reaches_the_record_is_interrupted_and_a_second_one_cannot_c
                                                                                                      monkeypatch):
     """Lightning puts Python's Ctrl-C handler back when it has stopped: a press after that reached the record as a
     KeyboardInterrupt (``failed``), and one more could stop its writing half-way."""
-    import vaelab.tasks.record as record_module
+    import vaelab.tasks.recording as record_module
 
     path = tmp_path / "metrics.json"
     real_write = record_module.write_json

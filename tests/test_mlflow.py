@@ -18,8 +18,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from vaelab.errors import DivergedError
-from vaelab.loggers_mlflow import RUN_STATUS, run_status, sqlite_uri
-from vaelab.reports.event_images import EventImage, latest_images
+from vaelab.loggers.event_images import EventImage, latest_images
+from vaelab.loggers.mlflow import RUN_STATUS, run_status, sqlite_uri
 from vaelab.tasks.run_names import sweep_name
 from vaelab.tasks.train import train
 
@@ -158,7 +158,7 @@ def test_a_sweep_is_an_experiment_of_its_own_named_after_its_folder(tmp_path):
 @needs_mlflow
 def test_a_run_into_a_deleted_experiment_says_how_to_restore_or_purge_it(tmp_path):
     from vaelab.errors import VaelabError
-    from vaelab.loggers_mlflow import MLflowLogger
+    from vaelab.loggers.mlflow import MLflowLogger
 
     first = MLflowLogger(save_dir=str(tmp_path / "logs"), run_dir=str(tmp_path / "a"))
     first.log_hyperparams({"model": "vae"})
@@ -215,7 +215,7 @@ def test_without_mlflow_vaelab_imports_and_trains_and_logger_mlflow_says_how_to_
         assert not [m for m in sys.modules if m.startswith("mlflow") and sys.modules[m] is not None]
         record = vaelab.train({[*FAST, "logger=tensorboard", "callbacks=minimal", f"paths.log_dir={tmp_path}"]!r})
         assert record["status"] == "completed", record
-        from vaelab.loggers_mlflow import MLflowLogger
+        from vaelab.loggers.mlflow import MLflowLogger
         try:
             MLflowLogger(save_dir={str(tmp_path)!r})
         except ModuleNotFoundError as err:

@@ -21,7 +21,7 @@ import pytest
 from conftest import FAST, ROOT, compose_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelab.loggers_mlflow import HTTP_LIMITS, MLflowLogger, TrackingError, prepare_store, sqlite_uri
+from vaelab.loggers.mlflow import HTTP_LIMITS, MLflowLogger, TrackingError, prepare_store, sqlite_uri
 from vaelab.tasks.train import hand_over_run_folder, train
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
@@ -262,7 +262,7 @@ def test_with_a_server_mlflows_retries_are_capped_unless_set_and_a_later_failure
 
 
 def test_a_server_that_never_answers_is_given_up_after_the_probes_timeout(tmp_path):
-    from vaelab.loggers_mlflow import probe_server
+    from vaelab.loggers.mlflow import probe_server
 
     with socket.socket() as silent:  # (accepts connections, never answers)
         silent.bind(("127.0.0.1", 0))

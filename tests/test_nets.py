@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaelab.models import AutoencoderModule
 from vaelab.models.nets import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vaelab.training import AutoencoderModule
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 64, 64), (3, 13, 17), (2, 4, 4), (1, 9, 30)]
 PAIRS = [(MLPEncoder, MLPDecoder), (ConvEncoder, ConvDecoder)]

@@ -12,7 +12,6 @@ import pytest
 import torch
 from conftest import compose_eval, compose_train
 
-from vaelab.models import AutoencoderModule
 from vaelab.models.distributions import (
     kl_to_standard_normal,
     normal_log_prob_per_dimension,
@@ -22,6 +21,7 @@ from vaelab.models.objectives import BetaTCVAE, DataFacts, tc_decomposition
 from vaelab.models.schedules import ConstantBeta
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
+from vaelab.training import AutoencoderModule
 
 DTYPE = torch.float64
 

@@ -8,9 +8,9 @@ import types
 import pytest
 import torch
 
-from vaelab.models import AutoencoderModule
 from vaelab.models.objectives import Capacity
 from vaelab.models.schedules import ConstantBeta, CyclicalBeta, LinearWarmup, outlasting_message
+from vaelab.training import AutoencoderModule
 
 CAPACITY = {"_target_": "vaelab.models.objectives.Capacity"}
 

@@ -12,6 +12,7 @@ from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 
+from vaelab.loggers.tensorboard import trial_name
 from vaelab.tasks.train import train
 
 
@@ -88,6 +89,13 @@ def test_every_run_has_an_hparams_entry_with_its_final_metrics(tmp_path):
     assert results.startswith("**completed** after 1 epochs (3 steps).")
     assert f"| −ELBO | {-record['best']['score']:.4f} | {-test['test/elbo']:.4f} |" in results
     assert "latent_dim: 16" in text(vae, "run/config")
+
+    # the Trial ID: the run's path under paths.log_dir, its TensorBoard name there; the absolute path outside it
+    start = metadata.parse_session_start_info_plugin_data(
+        vae.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
+    assert start.group_name == str(tmp_path / "vae" / "run")  # (compose_train puts the run outside paths.log_dir)
+    assert trial_name(tmp_path / "logs" / "train" / "runs" / "vae_z16_b1_x", tmp_path / "logs") == \
+        "train/runs/vae_z16_b1_x"
 
     ae = events(tmp_path / "ae" / "run")
     hparams, status = session(ae)

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from vaelab.models import AutoencoderModule
 from vaelab.models.distributions import kl_per_dimension, kl_to_standard_normal, reparameterize
 from vaelab.models.likelihoods import (
     BernoulliLikelihood,
@@ -18,6 +17,7 @@ from vaelab.models.likelihoods import (
     gaussian_nll,
     make_likelihood,
 )
+from vaelab.training import AutoencoderModule
 
 AE = {"_target_": "vaelab.models.objectives.Reconstruction"}
 

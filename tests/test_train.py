@@ -17,7 +17,7 @@ from conftest import ROOT, compose_train
 from lightning import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from vaelab.callbacks.base import DashboardCallback
+from vaelab.dashboard.base import DashboardCallback
 from vaelab.errors import ConfigError, DataNotFoundError
 from vaelab.tasks.train import build, check_launcher, train
 

@@ -79,7 +79,7 @@ def test_the_allowed_targets():
                     "vaelab.models.schedules.ConstantBeta", "torch.optim.Adam", "torch.optim.adamw.AdamW",
                     "torch.optim.lr_scheduler.ReduceLROnPlateau", "torch.optim.lr_scheduler.CosineAnnealingLR"):
         assert is_builtin_allowed(allowed), allowed
-    for refused in ("os.system", "builtins.eval", "vaelab.tasks.train.os.system", "vaelab.tasks.record.write_json",
+    for refused in ("os.system", "builtins.eval", "vaelab.tasks.train.os.system", "vaelab.tasks.recording.write_json",
                     "torch.optim.swa_utils.AveragedModel", "torch.load", "vaelab.no.such.Thing", "subprocess.run",
                     "${oc.env:EVIL}", "torch.optim.lr_scheduler.warnings.warn"):
         assert not is_builtin_allowed(refused), refused

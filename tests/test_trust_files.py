@@ -191,11 +191,10 @@ def test_plain_settings_keep_what_vaelab_writes():
 #: every place that calls ``instantiate``, and why what it builds is trusted (a new one fails here until reviewed)
 INSTANTIATE_SITES = {
     ("src/vaelab/tasks/hydra_job.py", "instantiate_config"): "the composed config (the user's own)",
-    ("src/vaelab/tasks/train.py", "instantiate_all"): "the composed config",
     ("src/vaelab/tasks/train.py", "build_trainer"): "the composed config",
-    ("src/vaelab/models/module.py", "__init__"): "the module's arguments: the composed config (a resume restores "
+    ("src/vaelab/training/module.py", "__init__"): "the module's arguments: the composed config (a resume restores "
                                                  "weights and state, never settings, from the file)",
-    ("src/vaelab/models/module.py", "configure_optimizers"): "the module's arguments",
+    ("src/vaelab/training/module.py", "configure_optimizers"): "the module's arguments",
     ("src/vaelab/tasks/evaluate.py", "load"): "data settings from trust.read_checkpoint, merged with the config",
     ("src/vaelab/tasks/evaluate.py", "_evaluate"): "the sampler of the composed config",
     ("src/vaelab/models/autoencoder.py", "__init__"): "arguments made plain and checked by trust.trusted_settings "
@@ -235,7 +234,7 @@ def test_only_the_trusted_loader_reads_checkpoint_files():
     readers = {file for file, _ in _calls("load") if file in TORCH_LOAD_SITES or "torch.load(" in
                (ROOT / file).read_text()}
     assert readers <= set(TORCH_LOAD_SITES), f"torch.load outside the trusted loader: {sorted(readers)}"
-    assert "read_checkpoint" in (ROOT / "src/vaelab/models/stages.py").read_text()  # init_from
+    assert "read_checkpoint" in (ROOT / "src/vaelab/training/stages.py").read_text()  # init_from
 
 
 # ------------------------------------------------------------------------------------ 2. a resume deletes nothing

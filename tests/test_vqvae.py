@@ -13,10 +13,9 @@ from conftest import compose_eval, compose_train
 from test_callbacks import RecordingWriter, draw
 
 import vaelab
-from vaelab.callbacks.images import PriorSamples
+from vaelab.dashboard.images import PriorSamples
 from vaelab.errors import ConfigError
 from vaelab.metrics.likelihood import evaluate
-from vaelab.models import AutoencoderModule
 from vaelab.models.codebook import Codebook, perplexity
 from vaelab.models.grid_nets import GridDecoder, GridEncoder
 from vaelab.models.objectives import VQVAE, PriorFit
@@ -25,6 +24,7 @@ from vaelab.models.quantizer import QuantizedCode
 from vaelab.models.schedules import ConstantBeta
 from vaelab.tasks.evaluate import run_evaluation
 from vaelab.tasks.train import train
+from vaelab.training import AutoencoderModule
 
 DTYPE = torch.float64
 VQ_NET = {"encoder": {"_target_": "vaelab.models.grid_nets.GridEncoder", "channels": 8, "residual_channels": 4},

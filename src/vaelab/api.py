@@ -20,6 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vaelab.record import RECORD_FILE
+
 #: the configs shipped inside the package
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"
 
@@ -69,7 +71,7 @@ def _run(config_name: str, task: Callable[[DictConfig], Any], overrides: Sequenc
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     OmegaConf.resolve(job)
     task(job)
-    record = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / RECORD_FILE).read_text())
     return {**record, "run_dir": str(run_dir)}
 
 

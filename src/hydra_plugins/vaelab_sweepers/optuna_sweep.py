@@ -17,6 +17,7 @@ from typing import Any
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper as HydraOptunaSweeper
 
 from vaelab.errors import VaelabError
+from vaelab.record import COMPLETED, STATUS
 
 
 class NoTrialSucceededError(VaelabError):
@@ -60,6 +61,6 @@ class OptunaSweeper(HydraOptunaSweeper):
                 raise
             sweep_dir = Path(str(config.hydra.sweep.dir))
             records = trial_records(sweep_dir)
-            if not records or any(r.get("status") == "completed" for r in records):
+            if not records or any(r.get(STATUS) == COMPLETED for r in records):
                 raise
             raise no_trial_succeeded(sweep_dir) from None

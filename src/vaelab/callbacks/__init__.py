@@ -1,24 +1,5 @@
-"""Callbacks that show the model to a person in TensorBoard. They read only the model's AutoencoderOutput."""
-
-from vaelab.callbacks.base import DashboardCallback, tensorboard_writer
-from vaelab.callbacks.codes import LatentHistograms, Projector
-from vaelab.callbacks.health import CollapseAlarm, code_health
-from vaelab.callbacks.images import LatentTraversal, PriorSamples, ReconstructionGrid
-from vaelab.callbacks.interpolation import Interpolations, LatentManifold
-from vaelab.callbacks.latents import KLPerDimension, LatentScatter
-
-__all__ = [
-    "CollapseAlarm",
-    "DashboardCallback",
-    "Interpolations",
-    "KLPerDimension",
-    "LatentHistograms",
-    "LatentManifold",
-    "LatentScatter",
-    "LatentTraversal",
-    "PriorSamples",
-    "Projector",
-    "ReconstructionGrid",
-    "code_health",
-    "tensorboard_writer",
-]
+"""Callbacks that control a run, one job each: checkpoints (``checkpoint``), the random state for exact resume
+(``rng_state``), stopping at the first non-finite value (``divergence``), progress output (``progress``), the
+record of each epoch (``epoch_record``), the results card at the end (``summary``), the data's config in every
+checkpoint (``data_config``), and the score callbacks (``scores`` and its representation, sample-quality and
+disentanglement scores). The TensorBoard views are :mod:`vaelab.dashboard`'s."""

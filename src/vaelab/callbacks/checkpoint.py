@@ -7,7 +7,7 @@
    there is none), so the work a stopped run loses is at most the epoch in progress.
 2. A file is named in the run's record before the file it replaces is deleted. Lightning deletes the old best
    checkpoint as soon as the new one is written; the run's ``metrics.json`` is rewritten when the next epoch starts
-   (:class:`vaelab.tasks.record.EpochRecord`, which the task places before this callback), so a run killed in
+   (:class:`vaelab.callbacks.epoch_record.EpochRecord`, which the task places before this callback), so a run killed in
    between left a record naming a deleted file. Superseded files are deleted when the next epoch starts (after
    the record is rewritten) and when training ends; a run stopped by an error or a signal keeps them.
 3. A save that fails (full disk, unwritable folder) leaves the best and last checkpoints as they were, so the

@@ -104,7 +104,7 @@ class DivergenceStop(Callback):
 
     def _running_sums(self, pl_module: LightningModule, stage: str) -> dict[str, float]:
         """The non-finite terms among the module's running sums of ``stage`` (an AutoencoderModule's
-        :class:`~vaelab.models.epoch_sums.EpochSums`: the epoch so far, so a term that went non-finite at any step
+        :class:`~vaelab.training.epoch_sums.EpochSums`: the epoch so far, so a term that went non-finite at any step
         since the last check is among them)."""
         sums = getattr(pl_module, "sums", None)
         return sums.non_finite(stage) if sums is not None else {}

@@ -13,15 +13,15 @@ from typing import Any
 
 from lightning import LightningModule, Trainer
 
+from vaelab.callbacks.epoch_record import EpochRecord
 from vaelab.callbacks.scores import ScoreCallback
 from vaelab.metrics.sample_quality import UNAVAILABLE, sample_scores_or_reason
 from vaelab.models.samplers import check_fits_data
-from vaelab.tasks.record import EpochRecord
 
 
 def note_in_record(trainer: Trainer, key: str, value: Any) -> None:
     """Put ``key: value`` into the record (``metrics.json``) of the run ``trainer`` trains, when it keeps one
-    (:class:`~vaelab.tasks.record.EpochRecord`, which the training task adds)."""
+    (:class:`~vaelab.callbacks.epoch_record.EpochRecord`, which the training task adds)."""
     for callback in trainer.callbacks:
         if isinstance(callback, EpochRecord):
             callback.record[key] = value

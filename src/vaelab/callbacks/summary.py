@@ -8,8 +8,8 @@ from typing import Any
 
 from lightning import Callback, LightningModule, Trainer
 
-from vaelab.callbacks.base import tensorboard_writer
-from vaelab.loggers import write_run_summary
+from vaelab.loggers.tensorboard import tensorboard_writer, write_run_summary
+from vaelab.record import COMPLETED, FAILED, INTERRUPTED
 
 #: how the results card calls each term (the rest keep their own names)
 LABELS = {"neg_elbo": "−ELBO", "recon": "reconstruction", "kl": "KL", "loss": "loss (the objective)",
@@ -126,7 +126,7 @@ class RunSummary(Callback):
             metrics["best_" + name.replace("elbo", "neg_elbo")] = -score if name.endswith("elbo") else score
         metrics.update({f"test_{k}": v for k, v in test.items()})
 
-        state = {"success": "completed", "failure": "failed", "aborted": "interrupted"}[status]
+        state = {"success": COMPLETED, "failure": FAILED, "aborted": INTERRUPTED}[status]
         lines = [f"**{state}** after {trainer.current_epoch} epochs ({trainer.global_step} steps)."]
         if score is not None:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

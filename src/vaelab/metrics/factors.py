@@ -104,7 +104,7 @@ def disentanglement_metrics(
 
     Args:
         model: anything with ``embed(x)`` or ``encode(x) -> (μ, …)``, ``parameters``, ``training`` and ``train``
-            (an :class:`~vaelab.models.AutoencoderModule`).
+            (an :class:`~vaelab.training.AutoencoderModule`).
         datamodule: an :class:`~vaelab.data.base.ImageDataModule` with ``factor_sizes`` and ``render``.
         split: ``train``, ``val`` or ``test``: where the fixed sample for MIG, SAP and DCI comes from.
         protocol: ``disentanglement_lib`` or ``vaelab`` (:data:`~vaelab.metrics.disentanglement.PROTOCOLS`).

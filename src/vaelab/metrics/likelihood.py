@@ -1,7 +1,7 @@
 """Estimators over a data set for a trained autoencoder: the ELBO, the importance-weighted bound, bits per dimension.
 
 Everything here is plain torch and works on any model with the interface of
-:class:`vaelab.models.AutoencoderModule`: ``encode(x) -> (μ, log σ² or None)``, ``decode(z) -> raw output``,
+:class:`vaelab.training.AutoencoderModule`: ``encode(x) -> (μ, log σ² or None)``, ``decode(z) -> raw output``,
 ``likelihood`` (with ``.nll(output, x)`` per image in nats and ``.mean(output)``), ``variational`` and
 ``latent_dim``; :func:`evaluate` also calls ``model(x)`` for an :class:`~vaelab.models.AutoencoderOutput` and reads
 ``model.code.has_kl``.

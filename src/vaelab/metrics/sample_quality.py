@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from vaelab.metrics.feature_net import FeatureNet, WeightsError, check_weights, extract_features, load_feature_net
+from vaelab.record import SAMPLE_QUALITY_UNAVAILABLE
 
 __all__ = ["UNAVAILABLE", "feature_net_for", "frechet_distance", "gaussian_frechet_distance", "precision_recall",
            "sample_quality", "sample_scores", "sample_scores_or_reason"]
@@ -39,7 +40,7 @@ __all__ = ["UNAVAILABLE", "feature_net_for", "frechet_distance", "gaussian_frech
 log = logging.getLogger(__name__)
 
 #: the key of ``metrics.json`` (train and eval alike) saying why the sample-quality scores are not there
-UNAVAILABLE = "sample_quality_unavailable"
+UNAVAILABLE = SAMPLE_QUALITY_UNAVAILABLE
 
 
 def _features(x: Any, name: str, min_rows: int = 2) -> torch.Tensor:

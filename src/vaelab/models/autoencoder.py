@@ -2,7 +2,7 @@
 without Lightning, a Trainer or Hydra's config composition (``vaelab.load`` gives one from a checkpoint).
 
 How it is trained (the objective, the epoch means, the optimiser) is the Lightning module's business
-(:class:`vaelab.models.module.AutoencoderModule`); what it computes for a batch is :meth:`Autoencoder.forward`, an
+(:class:`vaelab.training.module.AutoencoderModule`); what it computes for a batch is :meth:`Autoencoder.forward`, an
 :class:`~vaelab.models.output.AutoencoderOutput` that objectives, metrics, dashboards and ``eval.py`` all read.
 
 All terms are summed over pixels and latent dimensions, one value per image, in nats.

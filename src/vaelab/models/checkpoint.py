@@ -1,6 +1,6 @@
 """The pure model from a checkpoint: no Lightning, no Trainer, no composed Hydra config.
 
-A checkpoint of :class:`~vaelab.models.module.AutoencoderModule` holds the module's hyperparameters (the pure model's
+A checkpoint of :class:`~vaelab.training.module.AutoencoderModule` holds the module's hyperparameters (the pure model's
 among them) and the state of ``model.…``; :func:`model_from_checkpoint` rebuilds the
 :class:`~vaelab.models.autoencoder.Autoencoder` from those alone (older checkpoints are upgraded on the way,
 :mod:`vaelab.models.legacy`).

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from vaelab.record import COMPLETED, RECORD_FILE, STATUS
 from vaelab.reports.results import command
 
 START, END = "<!-- families:start -->", "<!-- families:end -->"
@@ -214,13 +215,13 @@ def signals_passed_on(runs: Runs) -> Iterator[None]:
 def _record(run_dir: Path) -> dict[str, Any]:
     """A run's own record (its ``metrics.json``), ``{}`` when it has none or an unreadable one."""
     try:
-        return json.loads((run_dir / "metrics.json").read_text())
+        return json.loads((run_dir / RECORD_FILE).read_text())
     except (OSError, ValueError):
         return {}
 
 
 def _done(folder: Path) -> bool:
-    return _record(folder / "eval").get("status") == "completed"
+    return _record(folder / "eval").get(STATUS) == COMPLETED
 
 
 def _checkpoint_file(record: dict[str, Any]) -> str | None:
@@ -242,7 +243,7 @@ def finished(run_dir: Path) -> bool:
     is there. A finished training is never run again (a second one into its folder would mix its checkpoints,
     ``…-v1.ckpt``, with the first's)."""
     record = _record(run_dir)
-    return record.get("status") == "completed" and _checkpoint_file(record) is not None
+    return record.get(STATUS) == COMPLETED and _checkpoint_file(record) is not None
 
 
 def _set_aside(run_dir: Path) -> None:
@@ -412,7 +413,7 @@ def family_cells(family: Family, folder: Path, columns: list[Column]) -> tuple[d
     for column in columns:
         values = []
         for seed in seeds:
-            value = column.read(_read(seed / "eval" / "metrics.json"), _read(seed / "times.json"))
+            value = column.read(_read(seed / "eval" / RECORD_FILE), _read(seed / "times.json"))
             if value is not None:
                 values.append(value)
         column.values = values
@@ -471,7 +472,7 @@ def plot(budget_name: str, out: Path, path: Path) -> None:
         labels, means, sds = [], [], []
         for family in FAMILIES:
             seeds = sorted(p for p in (folder / data / family.key).glob("seed*") if _done(p))
-            values = [v for v in (_test(_read(s / "eval" / "metrics.json"), name) for s in seeds) if v is not None]
+            values = [v for v in (_test(_read(s / "eval" / RECORD_FILE), name) for s in seeds) if v is not None]
             if values:
                 labels.append(family.key)
                 means.append(statistics.fmean(values))

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaelab.record import RECORD_FILE
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -68,7 +70,7 @@ def run_row(row: Row, out: Path, root: Path, data_dir: str | None) -> None:
     extra = [f"data.data_dir={data_dir}"] if data_dir else []
     folder = out / row.key
     times = {"train_seconds": run(command("src/train.py", row.train, folder / "train", extra), root)}
-    record = json.loads((folder / "train" / "metrics.json").read_text())
+    record = json.loads((folder / "train" / RECORD_FILE).read_text())
     ckpt = record.get("test_ckpt") or record.get("last_ckpt")
     if not ckpt or not Path(ckpt).is_file():
         ckpt = record.get("last_ckpt")
@@ -95,7 +97,7 @@ def row_cells(row: Row, folder: Path) -> dict[str, str]:
     def read(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    train, evaluation, times = (read(folder / "train" / "metrics.json"), read(folder / "eval" / "metrics.json"),
+    train, evaluation, times = (read(folder / "train" / RECORD_FILE), read(folder / "eval" / RECORD_FILE),
                                 read(folder / "times.json"))
     test = train.get("test", {})
     scores = evaluation.get("test", {})

@@ -38,6 +38,8 @@ from typing import Any
 
 import yaml
 
+from vaelab.record import COMPLETED, FAILED, RECORD_FILE, STATUS
+
 METRIC_COLUMNS = [
     "val_neg_elbo",
     "best_val_neg_elbo",
@@ -66,15 +68,15 @@ class Job:
     path: Path
     overrides: dict[str, str] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
-    status: str = "failed"
+    status: str = FAILED
 
     @property
     def completed(self) -> bool:
-        return self.status == "completed"
+        return self.status == COMPLETED
 
     @property
     def failed(self) -> bool:
-        return self.status.startswith("failed")
+        return self.status.startswith(FAILED)
 
     def metric(self, split: str, name: str) -> float | None:
         """``record[split][f"{split}/{name}"]`` as a float, or None when missing or not a number."""
@@ -135,7 +137,7 @@ def read_overrides(job_dir: Path) -> list[str] | None:
 
 def read_record(job_dir: Path) -> tuple[dict[str, Any], str]:
     """The job's ``metrics.json`` and the status to show: its own status, or why there is none."""
-    path = job_dir / "metrics.json"
+    path = job_dir / RECORD_FILE
     if not path.is_file():
         return {}, "failed (no metrics.json)"
     try:
@@ -144,7 +146,7 @@ def read_record(job_dir: Path) -> tuple[dict[str, Any], str]:
         return {}, "failed (unreadable metrics.json)"
     if not isinstance(record, dict):
         return {}, "failed (unreadable metrics.json)"
-    return record, str(record.get("status") or "unknown")
+    return record, str(record.get(STATUS) or "unknown")
 
 
 def load_job(job_dir: Path) -> Job:
@@ -194,7 +196,7 @@ def job_row(job: Job, keys: list[str]) -> dict[str, Any]:
         active_units=int(active) if isinstance(active, float) and active.is_integer() else active,
     )
     row.update({name: factor_metric(job, name)[0] for name in SCORE_COLUMNS})
-    row["status"] = job.status
+    row[STATUS] = job.status
     return row
 
 

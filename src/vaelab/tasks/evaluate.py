@@ -20,9 +20,10 @@ from vaelab.metrics.sample_quality import UNAVAILABLE, sample_scores_or_reason
 from vaelab.models import Autoencoder
 from vaelab.models.checkpoint import model_from_checkpoint
 from vaelab.models.samplers import check_fits_data
+from vaelab.record import COMPLETED, RECORD_FILE, RUNNING, STATUS, TERMINATED
 from vaelab.rules import EVAL_KEYS, validate_config
 from vaelab.tasks.hydra_job import command_line_overrides
-from vaelab.tasks.record import recorded
+from vaelab.tasks.recording import recorded
 from vaelab.tasks.signals import Terminated, sigterm_raises
 from vaelab.trust import config_targets, read_checkpoint
 
@@ -179,12 +180,12 @@ def format_table(metrics: dict[str, Any], title: str) -> str:
 
 def run_evaluation(cfg: DictConfig) -> float | None:
     """Evaluate ``cfg.ckpt_path`` on ``cfg.split``; print a table; write ``metrics.json``; return the −ELBO."""
-    record: dict[str, Any] = {"status": "running", "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
-    with recorded(Path(cfg.paths.output_dir) / "metrics.json", record), sigterm_raises():
+    record: dict[str, Any] = {STATUS: RUNNING, "ckpt_path": str(cfg.get("ckpt_path")), "split": cfg.split}
+    with recorded(Path(cfg.paths.output_dir) / RECORD_FILE, record), sigterm_raises():
         try:
             return _evaluate(cfg, record)
         except Terminated:
-            record.update(status="terminated", error="terminated by SIGTERM while evaluating")
+            record.update(status=TERMINATED, error="terminated by SIGTERM while evaluating")
             log.error("Terminated by SIGTERM while evaluating %s: nothing was computed to the end", cfg.ckpt_path)
             raise
 
@@ -228,7 +229,7 @@ def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
         notes=notes,
         epoch=checkpoint.get("epoch"),
         **{cfg.split: {f"{cfg.split}/{k}": v for k, v in metrics.items()}},
-        status="completed",
+        status=COMPLETED,
     )
     print(format_table(metrics, f"{cfg.ckpt_path} on the {cfg.split} split of {type(datamodule).__name__}"))
     for note in notes:

@@ -18,14 +18,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vaelab.callbacks.data_config import DataConfigInCheckpoint
 from vaelab.callbacks.divergence import DivergenceStop, advice
+from vaelab.callbacks.epoch_record import EpochRecord
 from vaelab.errors import ConfigError, DivergedError
 from vaelab.metrics.likelihood import comparability_notes
+from vaelab.record import COMPLETED, DIVERGED, INTERRUPTED, RECORD_FILE, RUNNING, STATUS, TERMINATED, TRACKING_ERROR
 from vaelab.rules import validate_config
 from vaelab.tasks.checkpoint_io import AtomicCheckpointIO
 from vaelab.tasks.cluster import resume_after_requeue
 from vaelab.tasks.hparams import run_hparams
 from vaelab.tasks.hydra_job import command_line_overrides, in_multirun, instantiate_config
-from vaelab.tasks.record import EpochRecord, recorded, reported_error, scalar_metrics, write_json
+from vaelab.tasks.recording import recorded, reported_error, scalar_metrics, write_json
 from vaelab.tasks.resume import (
     changed_settings,
     check_fits_model,
@@ -126,7 +128,7 @@ def hand_over_run_folder(loggers: list[Any], path: Path, record: dict[str, Any])
             logger.log_run_folder(path.parent)
     failures = [str(e) for e in (getattr(logger, "tracking_error", None) for logger in loggers) if e]
     if failures:
-        record["tracking_error"] = "; ".join(failures)
+        record[TRACKING_ERROR] = "; ".join(failures)
         write_json(path, record)
 
 
@@ -265,9 +267,9 @@ def train(cfg: DictConfig) -> float | None:
     :mod:`vaelab.callbacks.divergence`); ``interrupted`` (Ctrl-C, 1); ``terminated`` (SIGTERM from a scheduler's
     time-out or pre-emption, 143 = 128 + 15); ``running`` is what a killed run (SIGKILL) leaves.
     """
-    path = Path(cfg.paths.output_dir) / "metrics.json"
+    path = Path(cfg.paths.output_dir) / RECORD_FILE
     record: dict[str, Any] = {
-        "status": "running",
+        STATUS: RUNNING,
         "overrides": command_line_overrides(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -276,7 +278,7 @@ def train(cfg: DictConfig) -> float | None:
         try:
             value = _train(cfg, path, record, finishers)
         except Terminated:  # (SIGTERM before or between Lightning's loops: building, or decoding the data)
-            record.update(status="terminated", error="terminated by SIGTERM before training began (building the "
+            record.update(status=TERMINATED, error="terminated by SIGTERM before training began (building the "
                                                      "model or preparing the data)")
             log.error("Terminated by SIGTERM before training began: nothing was trained.")
             raise
@@ -332,20 +334,20 @@ def _train(cfg: DictConfig, path: Path, record: dict[str, Any], finishers: list)
         if isinstance(err, Terminated) and stage == "fit" and trainer.global_step == 0:
             raise err from None  # (before the first step: while the data were prepared; said by train())
         if isinstance(err, DivergedError):
-            record.update(status="diverged", error=str(err))
+            record.update(status=DIVERGED, error=str(err))
         elif isinstance(err, SIGTERMException):  # a SystemExit without a code: it would exit 0
-            record.update(status="terminated", error=f"terminated by SIGTERM in {where}")
+            record.update(status=TERMINATED, error=f"terminated by SIGTERM in {where}")
             log.error("Terminated by SIGTERM in %s.%s", where,
                       last_checkpoint_said(record.get("last_ckpt")) if stage == "fit" else "")
             raise SystemExit(EXIT_CODE) from err
         elif isinstance(err, (KeyboardInterrupt, SystemExit)):  # Lightning turns Ctrl-C into sys.exit(1)
-            record.update(status="interrupted", error=f"interrupted in {where}")
+            record.update(status=INTERRUPTED, error=f"interrupted in {where}")
             log.error("Interrupted in %s.%s", where,
                       last_checkpoint_said(record.get("last_ckpt")) if stage == "fit" else "")
         if err is not raised:
             raise err from None
         raise
-    record["status"] = "interrupted" if trainer.interrupted else "completed"
+    record[STATUS] = INTERRUPTED if trainer.interrupted else COMPLETED
     return optimized_value(cfg, record)
 
 

@@ -24,21 +24,6 @@ class DataFacts:
     #: the images of each split that each process goes through in an epoch (one number per process)
     shards: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
-    @classmethod
-    def of(cls, datamodule: Any, world_size: int = 1) -> DataFacts:
-        """What a set-up DataModule of vaelab's says, for ``world_size`` processes (training shards padded to one
-        size, val/test shards not: as :mod:`vaelab.data.loaders` deals them); nothing of another DataModule."""
-        from vaelab.data.loaders import shard_size
-
-        splits = getattr(datamodule, "splits", None)
-        if not splits or not hasattr(datamodule, "eval_batch_size"):
-            return cls(num_train_images=getattr(datamodule, "num_train_images", None))
-        shards = {split: tuple(shard_size(len(splits[split][0]), rank, world_size, pad=split == "train")
-                               for rank in range(world_size)) for split in ("train", "val", "test") if split in splits}
-        batch_sizes = {"train": int(datamodule.batch_size), "val": int(datamodule.eval_batch_size),
-                       "test": int(datamodule.eval_batch_size)}
-        return cls(len(splits["train"][0]) if "train" in splits else None, batch_sizes, shards)
-
 
 @dataclass
 class ObjectiveValue:

@@ -13,7 +13,7 @@ class PriorFit(Objective):
     For a code with a one-hot q(z|x), such as VQ-VAE's, this is the code's KL(q(z|x) ‖ p_θ(z)), so the logged
     ``elbo`` rises as the prior learns. Only the prior should train: the model's ``trainable: [code.prior]`` freezes
     the rest (``model=vqvae_prior model.init_from=<stage-1 checkpoint>``, see
-    :class:`~vaelab.models.module.AutoencoderModule`). No β: ``model.beta`` plays no part.
+    :class:`~vaelab.training.module.AutoencoderModule`). No β: ``model.beta`` plays no part.
     """
 
     needs_posterior = False

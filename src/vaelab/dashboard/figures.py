@@ -1,7 +1,7 @@
 """Matplotlib figures of the latent space, rendered to RGB arrays.
 
 Plain numpy and matplotlib (no pyplot), so the dashboard callbacks can draw them in a worker thread while training
-goes on (see :meth:`vaelab.callbacks.base.DashboardCallback.in_background`).
+goes on (see :meth:`vaelab.dashboard.base.DashboardCallback.in_background`).
 
 Every figure is the size of TensorBoard's image card, which shows an image in at most about 330-370 × 215 CSS pixels
 (Time Series, three or two cards to a row) or 350 pixels wide (Images) and scales it with ``image-rendering:
@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 from matplotlib.ticker import MaxNLocator
 
-from vaelab.callbacks.health import CodeHealth
+from vaelab.dashboard.health import CodeHealth
 
 SIZE = (3.3, 2.1)  # inches: the card's size at 100 dpi
 DPI = 100

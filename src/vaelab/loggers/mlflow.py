@@ -16,7 +16,7 @@ What a run holds, and where it comes from:
 - **artifacts**: ``config.yaml`` (the resolved config), ``metrics.json`` (the run record), ``checkpoints/<best>``
   (the best checkpoint, named in ``metrics.json``'s ``best_ckpt``) and ``dashboard/val/<view>.png``, the last
   picture of each dashboard view, read from the run's TensorBoard events when it ends
-  (:mod:`vaelab.reports.event_images`): the views draw into TensorBoard only, so ``logger=mlflow`` keeps it;
+  (:mod:`vaelab.loggers.event_images`): the views draw into TensorBoard only, so ``logger=mlflow`` keeps it;
 - **name**: the run folder's (``vae_z16_b1_2026-12-04_17-25-14_ld5f7r``; a sweep's job ``0_model.beta=1``); the
   tag ``vaelab.run_dir`` holds the folder's path;
 - **experiment**: ``train`` for single runs; a sweep's own, named after its folder (``train/multiruns/<time>_<token>``,
@@ -65,14 +65,15 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from vaelab.errors import VaelabError
+from vaelab.record import COMPLETED, DIVERGED, FAILED, INTERRUPTED, RECORD_FILE, STATUS, TERMINATED
 
 log = logging.getLogger(__name__)
 
 #: the tracking database and the artifact root, inside ``save_dir`` (``paths.log_dir``)
 DB_NAME, ARTIFACTS_DIR = "mlflow.db", "mlflow-artifacts"
 #: ``metrics.json``'s status → MLflow's run status
-RUN_STATUS = {"completed": "FINISHED", "failed": "FAILED", "diverged": "FAILED", "interrupted": "KILLED",
-              "terminated": "KILLED"}
+RUN_STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED", DIVERGED: "FAILED", INTERRUPTED: "KILLED",
+              TERMINATED: "KILLED"}
 #: what a run folder's images are taken from: the dashboard views' tags
 IMAGE_PREFIXES = ("val/",)
 INSTALL_HINT = "pip install .[mlflow]"
@@ -462,8 +463,8 @@ class MLflowLogger(LightningMLFlowLogger):
         if not self._initialized or self._ended:
             return
         folder = Path(folder)
-        record = _read_record(folder / "metrics.json")
-        status = record.get("status")
+        record = _read_record(folder / RECORD_FILE)
+        status = record.get(STATUS)
         self._training = True  # (the run is over: a failure now cannot stop it)
         try:
             self._guarded("the run folder's files", lambda: self._log_folder(folder, record))
@@ -485,8 +486,8 @@ class MLflowLogger(LightningMLFlowLogger):
 
     def _log_folder(self, folder: Path, record: dict[str, Any]) -> None:
         client, run_id = self.experiment, self.run_id
-        if (folder / "metrics.json").is_file():
-            client.log_artifact(run_id, str(folder / "metrics.json"))
+        if (folder / RECORD_FILE).is_file():
+            client.log_artifact(run_id, str(folder / RECORD_FILE))
         best = record.get("best") or {}
         score = _number(best.get("score"))
         if best.get("monitor") and score is not None:
@@ -501,7 +502,7 @@ class MLflowLogger(LightningMLFlowLogger):
             self._log_images(events)
 
     def _log_images(self, events: Path) -> None:
-        from vaelab.reports.event_images import latest_images
+        from vaelab.loggers.event_images import latest_images
 
         images = latest_images(events, IMAGE_PREFIXES)
         if not images:

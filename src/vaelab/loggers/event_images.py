@@ -1,7 +1,7 @@
 """The images a run drew into its TensorBoard events, read back: the latest drawing of each image tag as PNG bytes.
 
 The dashboard views (:mod:`vaelab.callbacks`) draw into TensorBoard only; a tracker that keeps files (MLflow's
-artifacts, :mod:`vaelab.loggers_mlflow`) takes the last picture of each view from the events once the run is over,
+artifacts, :mod:`vaelab.loggers.mlflow`) takes the last picture of each view from the events once the run is over,
 so the views keep one way out.
 """
 

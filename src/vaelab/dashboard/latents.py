@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vaelab.callbacks import figures
-from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.health import code_health
+from vaelab.dashboard import figures
+from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.health import code_health
 
 
 class LatentScatter(DashboardCallback):

@@ -101,7 +101,7 @@ def labelled_grid(
     uint8 image whose bottom-right corner is the grid itself, pixel for pixel. Without ``font_size``, the text is
     sized so that the card shows it :data:`LABEL_PX` high (and at most as high as a row). ``grid`` may be given as
     :func:`to_uint8` made it: the views do that on the main thread, so that their worker threads run no torch
-    operation (see :meth:`~vaelab.callbacks.base.DashboardCallback.in_background`)."""
+    operation (see :meth:`~vaelab.dashboard.base.DashboardCallback.in_background`)."""
     pitch = side + PAD
     labels = (row_labels, col_labels, title, col_caption)
     if font_size is not None:

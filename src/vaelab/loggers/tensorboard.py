@@ -22,6 +22,7 @@ import os
 import time
 from argparse import Namespace
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
@@ -76,6 +77,27 @@ def write_run_summary(writer: Any, metrics: Mapping[str, float], markdown: str, 
     writer.flush()
 
 
+def trial_name(run_dir: str | os.PathLike, log_root: str | os.PathLike | None = None) -> str:
+    """The HParams tab's Trial ID of the run in ``run_dir``: its path under ``log_root`` (``paths.log_dir``), which
+    is its TensorBoard run name under ``tensorboard --logdir logs`` (``train/runs/vae_z16_b1_<date>_<time>_<token>``,
+    ``train/multiruns/<sweep>/<job>``); the absolute path for a run outside it. Unique either way, so TensorBoard
+    never averages two runs as one trial."""
+    folder = Path(os.path.abspath(run_dir))
+    if log_root is not None:
+        root = Path(os.path.abspath(log_root))
+        if folder != root and folder.is_relative_to(root):
+            return folder.relative_to(root).as_posix()
+    return str(folder)
+
+
+def tensorboard_writer(trainer: Any) -> Any | None:
+    """The ``SummaryWriter`` of the run's TensorBoard logger, or None when there is none."""
+    for logger in trainer.loggers:
+        if isinstance(logger, LightningTensorBoardLogger):
+            return logger.experiment
+    return None
+
+
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoard logger with vaelab's HParams, config card and test results (see the module).
 
@@ -83,14 +105,18 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         save_dir: the run folder: events go straight into it (``name`` and ``version`` empty).
         skip_prefixes: metrics kept out of TensorBoard's charts (by default the test metrics: one point each, they
             are a table, see :class:`vaelab.callbacks.summary.RunSummary`). ``[]`` charts everything.
+        log_root: the folder of all runs (``paths.log_dir``): the HParams Trial ID is the run's path under it
+            (:func:`trial_name`).
         **kwargs: as Lightning's ``TensorBoardLogger``.
     """
 
     def __init__(self, save_dir: str, name: str | None = "", version: int | str | None = "",
-                 skip_prefixes: list[str] | tuple[str, ...] = ("test/",), **kwargs: Any) -> None:
+                 skip_prefixes: list[str] | tuple[str, ...] = ("test/",), log_root: str | None = None,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("default_hp_metric", False)
         super().__init__(save_dir=save_dir, name=name, version=version, **kwargs)
         self.skip_prefixes = tuple(skip_prefixes)
+        self.log_root = log_root
         self._session_started = False
 
     @rank_zero_only
@@ -118,8 +144,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             self._session_started = True
             hparams = {k: v for k, v in _flatten_dict(params, delimiter=".").items()
                        if isinstance(v, (bool, int, float, str))}
-            # the session group: the run folder (a name of its own, so TensorBoard does not average runs together)
-            group = os.path.abspath(self.log_dir)
+            # the session group: the run's name (its own, so TensorBoard does not average runs together)
+            group = trial_name(self.log_dir, self.log_root)
             self.experiment._get_file_writer().add_summary(session_start_summary(hparams, group), step or 0)
         if metrics:
             self.log_metrics(metrics, step)

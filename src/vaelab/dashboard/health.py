@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from lightning import LightningModule, Trainer
 
-from vaelab.callbacks.base import DashboardCallback
+from vaelab.dashboard.base import DashboardCallback
 from vaelab.metrics.active_units import ACTIVE_UNIT_THRESHOLD
 from vaelab.models.distributions import kl_per_dimension
 from vaelab.models.output import AutoencoderOutput

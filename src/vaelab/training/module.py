@@ -4,7 +4,7 @@ It holds what training needs and the model does not: the objective (:mod:`vaelab
 ``model/objective``) and its β schedule, the exact epoch means of every term, the posterior means' statistics for
 active units, the optimiser and scheduler, and the checkpoint hooks. One ``model_step`` serves train, val and test.
 
-Training in stages (:mod:`vaelab.models.stages`): ``init_from`` starts from the pure model's weights in another
+Training in stages (:mod:`vaelab.training.stages`): ``init_from`` starts from the pure model's weights in another
 run's checkpoint, and ``trainable`` trains only the named parts of the pure model (e.g. ``[code.prior]``): the other
 parameters are frozen and left out of the optimiser, and their modules stay in eval mode, so nothing they do in
 training mode (a VQ codebook's updates) changes them. VQ-VAE's second stage is both: ``model=vqvae_prior
@@ -24,21 +24,36 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from vaelab.data.loaders import shard_size
 from vaelab.errors import ConfigError
 from vaelab.metrics.active_units import ActiveUnits
 from vaelab.models.autoencoder import Autoencoder, plain
-from vaelab.models.epoch_sums import EpochSums
 from vaelab.models.legacy import code_of_objective, upgrade_checkpoint
 from vaelab.models.objectives.base import DataFacts
 from vaelab.models.output import AutoencoderOutput
 from vaelab.models.schedules import outlasting_message
-from vaelab.models.stages import check_parts, freeze_all_but, load_initial_weights
+from vaelab.training.epoch_sums import EpochSums
+from vaelab.training.stages import check_parts, freeze_all_but, load_initial_weights
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
 DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
 DEFAULT_OBJECTIVE = {"_target_": "vaelab.models.objectives.Elbo"}
 #: the epoch sums every objective logs, before its own terms
 BASE_TERMS = ("loss", "recon", "kl")
+
+
+def data_facts(datamodule: Any, world_size: int = 1) -> DataFacts:
+    """What a set-up DataModule of vaelab's says for an objective (:class:`DataFacts`), for ``world_size``
+    processes (training shards padded to one size, val/test shards not: as :mod:`vaelab.data.loaders` deals them);
+    only the training set's size of another DataModule."""
+    splits = getattr(datamodule, "splits", None)
+    if not splits or not hasattr(datamodule, "eval_batch_size"):
+        return DataFacts(num_train_images=getattr(datamodule, "num_train_images", None))
+    shards = {split: tuple(shard_size(len(splits[split][0]), rank, world_size, pad=split == "train")
+                           for rank in range(world_size)) for split in ("train", "val", "test") if split in splits}
+    batch_sizes = {"train": int(datamodule.batch_size), "val": int(datamodule.eval_batch_size),
+                   "test": int(datamodule.eval_batch_size)}
+    return DataFacts(len(splits["train"][0]) if "train" in splits else None, batch_sizes, shards)
 
 
 class AutoencoderModule(LightningModule):
@@ -262,7 +277,7 @@ class AutoencoderModule(LightningModule):
         batches), from the DataModule Lightning has just set up."""
         if stage == "fit":
             datamodule = getattr(self.trainer, "datamodule", None)
-            self.objective.bind(DataFacts.of(datamodule, self.trainer.world_size))
+            self.objective.bind(data_facts(datamodule, self.trainer.world_size))
 
     def on_fit_start(self) -> None:
         if self.hparams.channels_last:

@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.grids import cell_side, image_grid, labelled_grid, signed, to_uint8
+from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.grids import cell_side, image_grid, labelled_grid, signed, to_uint8
 
 log = logging.getLogger(__name__)
 

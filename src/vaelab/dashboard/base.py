@@ -12,19 +12,12 @@ from typing import Any
 
 import torch
 from lightning import Callback, LightningModule, Trainer
-from lightning.pytorch.loggers import TensorBoardLogger
 
+from vaelab.dashboard.budget import DashboardBudget
+from vaelab.loggers.tensorboard import tensorboard_writer
 from vaelab.models.output import AutoencoderOutput
 
 log = logging.getLogger(__name__)
-
-
-def tensorboard_writer(trainer: Trainer) -> Any | None:
-    """The ``SummaryWriter`` of the run's TensorBoard logger, or None when there is none."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
 
 
 def logging_step(trainer: Trainer) -> int:
@@ -62,7 +55,7 @@ class DashboardCallback(Callback):
 
     #: the latest pass through the model, for the next callback that wants the same one
     _shared: _Pass | None = None
-    #: whether the dashboard's time budget (:class:`~vaelab.callbacks.budget.DashboardBudget`) governs this view
+    #: whether the dashboard's time budget (:class:`~vaelab.dashboard.budget.DashboardBudget`) governs this view
     budgeted: bool = True
 
     def __init__(self, num_images: int = 32, every_n_epochs: int = 1, split: str = "val", seed: int = 0) -> None:
@@ -127,8 +120,6 @@ class DashboardCallback(Callback):
         self.wait(reraise=False)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        from vaelab.callbacks.budget import DashboardBudget
-
         self._budget = next((c for c in getattr(trainer, "callbacks", ()) if isinstance(c, DashboardBudget)), None)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -149,7 +140,7 @@ class DashboardCallback(Callback):
     def due(self, trainer: Trainer) -> bool:
         """Whether this view is due at the end of this validation epoch: every ``every_n_epochs``-th, and the last
         (the dashboard's budget, when the trainer has one, may still hold it back: see
-        :mod:`vaelab.callbacks.budget`)."""
+        :mod:`vaelab.dashboard.budget`)."""
         return _last_epoch(trainer) or (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -1,9 +1,9 @@
 """Image grids: reconstructions, samples from the prior and latent traversals.
 
-The reconstruction and traversal grids carry labelled margins (:func:`vaelab.callbacks.grids.labelled_grid`): which
+The reconstruction and traversal grids carry labelled margins (:func:`vaelab.dashboard.grids.labelled_grid`): which
 row is an input and which its reconstruction; which dimension a traversal row walks, its KL, and the z values.
 ``min_side`` enlarges small images (by a whole factor, nearest neighbour) to at least that many pixels; the defaults
-make each grid about the size TensorBoard's card shows it at (see :mod:`vaelab.callbacks.grids`).
+make each grid about the size TensorBoard's card shows it at (see :mod:`vaelab.dashboard.grids`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vaelab.callbacks.base import DashboardCallback
-from vaelab.callbacks.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, to_uint8, upscale
-from vaelab.callbacks.health import code_health
+from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, to_uint8, upscale
+from vaelab.dashboard.health import code_health
 from vaelab.models.distributions import kl_per_dimension
 from vaelab.models.samplers import check_fits_data
 
@@ -30,7 +30,7 @@ SAMPLE_SCORES = {"fcd": "FCD", "precision": "precision", "recall": "recall"}
 
 class ReconstructionGrid(DashboardCallback):
     """``<split>/reconstructions``: rows of inputs, each above the row of its reconstructions, labelled ``input``
-    and ``recon``; a red title when the VAE's code has collapsed (see :mod:`vaelab.callbacks.health`). For a model
+    and ``recon``; a red title when the VAE's code has collapsed (see :mod:`vaelab.dashboard.health`). For a model
     with a corruption of its input (the denoising autoencoder) each input has two more rows: the ``corrupted``
     image (the same draws every epoch) and its ``denoised`` reconstruction."""
 

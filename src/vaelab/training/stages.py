@@ -2,7 +2,7 @@
 
 VQ-VAE's second stage (van den Oord et al. 2017, sec. 3.2) is both: the first stage's model with a learned prior
 added to its code, every other weight taken from the first stage's checkpoint, and only the prior trained. The
-Lightning module's ``init_from`` and ``trainable`` (:class:`~vaelab.models.module.AutoencoderModule`) use these
+Lightning module's ``init_from`` and ``trainable`` (:class:`~vaelab.training.module.AutoencoderModule`) use these
 functions. Parts are named as the pure model's submodules are (``encoder``, ``decoder``, ``code.prior``, …).
 """
 

@@ -16,8 +16,8 @@ from lightning import LightningModule, Trainer
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
-from vaelab.callbacks.base import DashboardCallback, logging_step
-from vaelab.callbacks.grids import upscale
+from vaelab.dashboard.base import DashboardCallback, logging_step
+from vaelab.dashboard.grids import upscale
 
 log = logging.getLogger(__name__)
 
