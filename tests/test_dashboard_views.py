@@ -400,3 +400,24 @@ def test_callbacks_that_want_the_same_pass_share_one_and_draw_as_if_alone(monkey
 def test_interpolations_reject_settings_that_draw_nothing(bad):
     with pytest.raises(ValueError):
         Interpolations(**bad)
+
+
+def test_the_samples_view_fits_its_mixture_on_the_deterministic_code(monkeypatch):
+    """``sampler=gmm`` is fitted on the training images' posterior means (``embed``), not on a sampled z: a fit on
+    sampled codes would blur every mixture component by the posterior's noise (the mutation the tests missed)."""
+    from vaelab.dashboard.images import PriorSamples
+    from vaelab.models import Autoencoder
+
+    torch.manual_seed(0)
+    model = Autoencoder(image_shape=[1, 8, 8], latent_dim=3).train()  # (training mode, as during fitting)
+    images = torch.rand(20, 1, 8, 8)
+    fitted = []
+    sampler = SimpleNamespace(needs_fit=True, fit_images=20, fit=lambda codes: fitted.append(codes.clone()))
+    trainer = SimpleNamespace(callback_metrics={}, datamodule=SimpleNamespace(fixed_batch=lambda split, n: (
+        images[:n], torch.zeros(n, dtype=torch.long))))
+    monkeypatch.setattr(DashboardCallback, "draw_now", lambda self, *args, **kwargs: None)  # (the drawing itself)
+    PriorSamples(sampler=sampler).draw_now(trainer, model)
+    with torch.no_grad():
+        means, sampled = model.eval().embed(images), model(images).z.flatten(1)
+    assert len(fitted) == 1 and torch.equal(fitted[0], means)
+    assert not torch.allclose(sampled, means)  # (a sampled z differs, so the test can tell the two apart)
