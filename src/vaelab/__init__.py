@@ -1,7 +1,8 @@
 """vaelab: autoencoders (AE, VAE, β-VAE and their family) on PyTorch Lightning and Hydra.
 
 From Python: ``vaelab.train([...overrides])`` and ``vaelab.evaluate(ckpt_path, [...overrides])`` run the tasks and
-return their records (:mod:`vaelab.api`); ``vaelab.load(ckpt_path)`` gives the trained pure model of a checkpoint
+return their records (:mod:`vaelab.api`); ``vaelab.load(ckpt_path)`` gives the trained pure model of a checkpoint, of
+a folder that ``model.save_pretrained(folder)`` wrote, or of one on the Hugging Face Hub (``"hf://owner/name"``)
 (:func:`vaelab.models.checkpoint.load`).
 """
 

@@ -25,8 +25,14 @@ and code of its choosing, and :func:`read_checkpoint` (every route's way in) app
      composed config and its ``trusted_targets`` list).
 
 Anything else is refused with one :class:`~vaelab.errors.ConfigError` naming the file, the key path and what was
-found, before anything of the file is imported, resolved or called. What a checkpoint's paths may touch (the
-checkpoint callback's state on a resume) is kept inside the run by :class:`vaelab.callbacks.checkpoint.RunCheckpoint`.
+found, before anything of the file is imported, resolved or called.
+
+A model folder (``model.save_pretrained(folder)``, or a Hugging Face Hub repository of one) is read here too, by
+:func:`read_model_folder`: its weights (``model.safetensors``) by ``safetensors`` (raw tensors, no pickle at all, so
+1 holds by construction) and the whole of its ``config.json`` through 2 and 3, as a checkpoint's settings are.
+
+What a checkpoint's paths may touch (the checkpoint callback's state on a resume) is kept inside the run by
+:class:`vaelab.callbacks.checkpoint.RunCheckpoint`.
 """
 
 from __future__ import annotations
@@ -274,12 +280,92 @@ def read_checkpoint(path: str | Path, resume: bool = False, key: str = "ckpt_pat
     return checkpoint
 
 
-def _check_finite(state_dict: dict[str, Any], key: str, path: Path) -> None:
+def _non_finite(state_dict: dict[str, Any]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an inf."""
     import torch
 
-    bad = [name for name, value in state_dict.items()
-           if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    return [name for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def _check_finite(state_dict: dict[str, Any], key: str, path: Path) -> None:
+    bad = _non_finite(state_dict)
     if bad:
         raise _unusable(key, path, f"its weights are not finite (NaN or inf in {', '.join(bad[:3])}"
                                    f"{', …' if len(bad) > 3 else ''}): it was saved after its run diverged. Use an "
                                    "earlier checkpoint of that run (checkpoints/epoch_….ckpt)")
+
+
+# ------------------------------------------------------------------------------------------ reading a model folder
+#: the files of a model folder (``Autoencoder.save_pretrained``; a Hugging Face Hub model repository holds the same)
+CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+#: what ``config.json`` says it is (``format``), and the layout this vaelab reads and writes (``format_version``)
+FOLDER_FORMAT, FOLDER_FORMAT_VERSION = "vaelab-pretrained", 1
+#: what a model folder is, said in every message about one
+FOLDER_IS = (f"a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE}, as model.save_pretrained(folder) writes them "
+             "(a checkpoint is a file: give its path instead)")
+
+
+def _unusable_file(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"{path} is not usable: {why}; {FOLDER_IS}")
+
+
+def _read_folder_config(path: Path) -> dict[str, Any]:
+    """The JSON object of ``config.json`` at ``path``, of this format and version, or one ConfigError naming it."""
+    import json
+
+    if not path.is_file():
+        raise _unusable_file(path, "there is no such file")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise _unusable_file(path, f"it is not a JSON file ({str(err).splitlines()[0][:200]})") from None
+    if not isinstance(config, dict):
+        raise _unusable_file(path, f"it holds a JSON {type(config).__name__}, where it must hold one object")
+    if config.get("format") != FOLDER_FORMAT:
+        raise _unusable_file(path, f"its \"format\" is {config.get('format')!r}: it must be {FOLDER_FORMAT!r} (this "
+                                   "is not a vaelab model's config.json)")
+    if config.get("format_version") != FOLDER_FORMAT_VERSION:
+        raise _unusable_file(path, f"its \"format_version\" is {config.get('format_version')!r}: it must be "
+                                   f"{FOLDER_FORMAT_VERSION}, the layout this vaelab reads (a newer vaelab wrote it? "
+                                   "update vaelab)")
+    model = config.get("model")
+    if not isinstance(model, dict) or not all(k in model for k in MODEL_FIELDS[:2]):
+        raise _unusable_file(path, f"its \"model\" must be an object holding the model's settings "
+                                   f"({' / '.join(MODEL_FIELDS[:2])}, …)")
+    return config
+
+
+def _read_weights(path: Path) -> dict[str, Any]:
+    """The tensors of the safetensors file ``path`` (``safetensors.torch.load_file``: a header of names, dtypes and
+    shapes, then raw bytes; nothing is unpickled), finite, or one ConfigError naming it."""
+    from safetensors.torch import load_file as load_safetensors
+
+    if not path.is_file():
+        raise _unusable_file(path, "there is no such file")
+    try:
+        state_dict = load_safetensors(path, device="cpu")
+    except Exception as err:  # safetensors reports a damaged header or truncated data in several ways
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise _unusable_file(path, f"it cannot be read as a safetensors file ({type(err).__name__}: {first})") from None
+    bad = _non_finite(state_dict)
+    if bad:
+        raise _unusable_file(path, f"its weights are not finite (NaN or inf in {', '.join(bad[:3])}"
+                                   f"{', …' if len(bad) > 3 else ''}): it was saved from a run that diverged")
+    return state_dict
+
+
+def read_model_folder(folder: str | Path, trusted_targets: Iterable[str] = ()) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
+    """The checked ``config.json`` and the weights of the model folder ``folder``, read the one trusted way without
+    any pickle: ``torch.load`` is never called. ``config.json`` must be this format and version, and all of it is
+    made plain and checked as a checkpoint's settings are (:func:`trusted_settings`: no interpolation, plain values,
+    only allowed ``_target_``s and ``trusted_targets``); ``model.safetensors`` is read with
+    ``safetensors.torch.load_file`` and must be finite. Anything else is one :class:`ConfigError` naming the file and
+    what it must be."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a model folder: there is no such folder; {FOLDER_IS}")
+    config_path = folder / CONFIG_FILE
+    config = trusted_settings(_read_folder_config(config_path), str(config_path), trusted_targets)
+    return config, _read_weights(folder / WEIGHTS_FILE)

@@ -10,7 +10,9 @@ All terms are summed over pixels and latent dimensions, one value per image, in 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,6 +68,15 @@ class Autoencoder(nn.Module):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        #: the arguments this model was built with, as plain values (what ``save_pretrained`` writes to config.json)
+        self.config: dict[str, Any] = copy.deepcopy({
+            "image_shape": plain(image_shape), "latent_dim": latent_dim, "code": plain(code), "net": plain(net),
+            "likelihood": likelihood, "likelihood_std": likelihood_std, "corruption": plain(corruption),
+            "channels_last": channels_last, "compile": compile,
+        })
+        #: where a loaded model came from (run, objective, data, test metrics, command), for its model card; None
+        #: for a model built here (``vaelab.load`` fills it, see :func:`vaelab.models.pretrained.provenance`)
+        self.provenance: dict[str, Any] | None = None
         rules.check("model.latent_dim", latent_dim)
         rules.check("model.likelihood", likelihood)
         self.image_shape = tuple(int(s) for s in plain(image_shape))
@@ -154,3 +165,13 @@ class Autoencoder(nn.Module):
         else:
             z = sampler.sample(self, n, generator)
         return self.mean(self.decode(z.to(self.device)))
+
+    # ------------------------------------------------------------------ sharing it
+    def save_pretrained(self, folder: str | Path, license: str | None = None, **card_fields: Any) -> Path:
+        """Write this model to ``folder`` as ``model.safetensors`` (the weights), ``config.json`` (its settings) and
+        ``README.md`` (a model card with its family, data, test metrics, training command and ``license``; what is
+        not known is said to be unknown), which ``vaelab.load(folder)`` reads back without any pickle, and which
+        ``huggingface_hub.upload_folder`` can publish. See :func:`vaelab.models.pretrained.save_pretrained`."""
+        from vaelab.models.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, license=license, **card_fields)
