@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vaelab.reports.results import ROWS, render, replace_between_markers, run_row
+from vaelab.reports.results import ROWS, render, replace_between_markers, run_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,10 +29,8 @@ def main() -> int:
     unknown = sorted(set(chosen) - {r.key for r in ROWS})
     if unknown:
         parser.error(f"unknown rows {unknown}: choose from {', '.join(r.key for r in ROWS)}")
-    if not args.render_only:
-        for row in ROWS:
-            if row.key in chosen:
-                run_row(row, args.out.resolve(), ROOT, args.data_dir)
+    if not args.render_only:  # (a SIGTERM stops it with its run, which records how far it got)
+        run_rows(tuple(row for row in ROWS if row.key in chosen), args.out.resolve(), ROOT, args.data_dir)
     table = render(ROWS, args.out)
     args.doc.write_text(replace_between_markers(args.doc.read_text(), table))
     print(table)

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vaelab.record import RECORD_FILE
+from vaelab.reports.processes import Runs, signals_passed_on
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -57,12 +56,22 @@ def command(script: str, overrides: tuple[str, ...], run_dir: Path, extra: list[
     return [sys.executable, script, *overrides, *extra, f"hydra.run.dir={run_dir}"]
 
 
+#: the table's running processes (a signal sent to the table reaches them: :mod:`vaelab.reports.processes`)
+RUNS = Runs()
+
+
 def run(cmd: list[str], cwd: Path) -> float:
-    """Run ``cmd`` (its output goes to the terminal); the wall time in seconds. A failure stops the table."""
-    print("+", " ".join(cmd), flush=True)
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True)
-    return time.perf_counter() - start
+    """Run ``cmd`` in a process group of its own (its output goes to the terminal); the wall time in seconds. A
+    failure stops the table."""
+    return RUNS.run(cmd, cwd)
+
+
+def run_rows(rows: tuple[Row, ...], out: Path, root: Path, data_dir: str | None) -> None:
+    """Train and evaluate each of ``rows`` (:func:`run_row`), one after the other. SIGTERM, SIGINT or SIGHUP sent to
+    the table is passed on to the run going, and the table stops once it has ended (exit code 128 + the signal)."""
+    with signals_passed_on(RUNS):
+        for row in rows:
+            run_row(row, out, root, data_dir)
 
 
 def run_row(row: Row, out: Path, root: Path, data_dir: str | None) -> None:
