@@ -48,14 +48,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
-import math
 import os
 import tempfile
 import weakref
 from argparse import Namespace
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +63,24 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from vaelab.errors import VaelabError
-from vaelab.record import COMPLETED, DIVERGED, FAILED, INTERRUPTED, RECORD_FILE, STATUS, TERMINATED
-
-log = logging.getLogger(__name__)
+from vaelab.loggers.tracking import (
+    GuardedTracker,
+    TrackingError,
+    best_metric_name,
+    dashboard_images,
+    first_line,
+    number,
+    plain,
+    require,
+    says,
+)
+from vaelab.record import COMPLETED, DIVERGED, FAILED, INTERRUPTED, RECORD_FILE, TERMINATED
 
 #: the tracking database and the artifact root, inside ``save_dir`` (``paths.log_dir``)
 DB_NAME, ARTIFACTS_DIR = "mlflow.db", "mlflow-artifacts"
 #: ``metrics.json``'s status → MLflow's run status
 RUN_STATUS = {COMPLETED: "FINISHED", FAILED: "FAILED", DIVERGED: "FAILED", INTERRUPTED: "KILLED",
               TERMINATED: "KILLED"}
-#: what a run folder's images are taken from: the dashboard views' tags
-IMAGE_PREFIXES = ("val/",)
-INSTALL_HINT = "pip install .[mlflow]"
 #: MLflow's HTTP retries with a tracking server, set where unset: 4 retries 0, 2, 4, 8 s apart and 30 s for an
 #: answer (MLflow's defaults, 7 retries with a doubling wait from 4 s and 120 s, wait about 254 s on a server that
 #: is down, and again at every call)
@@ -97,32 +101,15 @@ class MlflowMissingError(VaelabError, ModuleNotFoundError):
     """``logger=mlflow`` without MLflow installed."""
 
 
-class TrackingError(VaelabError, RuntimeError):
-    """MLflow's tracking store or server cannot be used (down, read-only, not a database) before training began;
-    the message names the URI or file and the ways out."""
-
-
 def require_mlflow() -> None:
     """Raise one clear :class:`MlflowMissingError` when MLflow cannot be imported."""
-    try:
-        import mlflow  # noqa: F401
-    except ImportError as err:
-        raise MlflowMissingError(
-            f"logger=mlflow needs MLflow, which is not installed: {INSTALL_HINT} (from the clone; "
-            f"pip install 'vaelab[mlflow]' for an installed vaelab), or choose another logger (logger=tensorboard)"
-        ) from err
+    require("mlflow", "mlflow", "MLflow", "mlflow", MlflowMissingError)
 
 
 def run_status(status: str | None) -> str:
     """MLflow's run status for ``metrics.json``'s ``status`` (:data:`RUN_STATUS`; a record that is missing or says
     ``running`` after the task ended is a failure)."""
     return RUN_STATUS.get(str(status), "FAILED")
-
-
-def best_metric_name(monitor: str) -> str:
-    """The best checkpoint's score as a metric: ``val/elbo`` → ``best/val_elbo`` (one ``best`` section of charts in
-    MLflow's UI, which groups a run's metrics by what comes before their last ``/``)."""
-    return "best/" + monitor.replace("/", "_")
 
 
 def sqlite_uri(save_dir: Path | str) -> str:
@@ -142,35 +129,18 @@ def is_server(uri: str) -> bool:
     return uri.lower().startswith(("http://", "https://"))
 
 
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    """``Type: first line of the message``, at most ``limit`` characters (MLflow's errors carry whole responses
-    and SQL statements)."""
-    text = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}".rstrip(": ")
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def _says(err: BaseException, phrases: tuple[str, ...]) -> bool:
-    """Whether ``err`` or an exception it came from says one of ``phrases`` (MLflow wraps SQLAlchemy's errors, which
-    wrap SQLite's)."""
-    while err is not None:
-        if any(p in str(err).lower() for p in phrases):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
 def unreachable_reason(err: BaseException) -> str | None:
     """Why a server could not be reached (refused, no answer in time, unknown host), from ``urllib``'s or MLflow's
     error; None for a server that answered (with an error of its own)."""
-    if _says(err, ("connection refused",)):
+    if says(err, ("connection refused",)):
         return "connection refused: nothing listens there"
-    if _says(err, ("timed out", "timeout")):
+    if says(err, ("timed out", "timeout")):
         return "no answer in time"
-    if _says(err, ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")):
+    if says(err, ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")):
         return "unknown host name"
-    if _says(err, ("max retries exceeded", "failed to establish a new connection", "connection aborted",
-                   "connection reset", "remote end closed")):
-        return _first_line(err, 200)
+    if says(err, ("max retries exceeded", "failed to establish a new connection", "connection aborted",
+                  "connection reset", "remote end closed")):
+        return first_line(err, 200)
     return None
 
 
@@ -178,17 +148,17 @@ def problem(uri: str, err: BaseException) -> str:
     """What is wrong with the store or server at ``uri``, going by ``err``, naming the file or URI."""
     path = sqlite_file(uri)
     if path is not None:
-        if _says(err, NOT_A_DATABASE):
+        if says(err, NOT_A_DATABASE):
             return not_a_database(path)
-        if _says(err, READ_ONLY):
+        if says(err, READ_ONLY):
             return read_only(path)
-        return f"MLflow's store {path} failed ({_first_line(err)})"
+        return f"MLflow's store {path} failed ({first_line(err)})"
     if is_server(uri):
         reason = unreachable_reason(err)
         if reason:
             return unreachable(uri, reason)
-        return f"The MLflow tracking server {uri} failed ({_first_line(err)}): check the server"
-    return f"MLflow's tracking store {uri} failed ({_first_line(err)}): check it"
+        return f"The MLflow tracking server {uri} failed ({first_line(err)}): check the server"
+    return f"MLflow's tracking store {uri} failed ({first_line(err)}): check it"
 
 
 def unreachable(uri: str, reason: str) -> str:
@@ -255,7 +225,7 @@ def probe_server(uri: str, save_dir: Path, timeout: float = PROBE_TIMEOUT_S) -> 
     except (OSError, ValueError) as err:
         if isinstance(getattr(err, "reason", err), ssl.SSLError):  # (a server that wants a client certificate)
             return  # (URLError, a timeout, a reset connection; a malformed address)
-        reason = unreachable_reason(err) or _first_line(err, 200)
+        reason = unreachable_reason(err) or first_line(err, 200)
         raise TrackingError(say(unreachable(uri, reason), uri, save_dir)) from err
 
 
@@ -330,13 +300,13 @@ def ensure_experiment(client: Any, name: str, artifact_location: str | None, uri
         try:
             return client.create_experiment(name, artifact_location=artifact_location)
         except MlflowException as err:  # (made meanwhile by another process; any other failure is raised)
-            if err.error_code != "RESOURCE_ALREADY_EXISTS" and not _says(err, ("database is locked",)):
+            if err.error_code != "RESOURCE_ALREADY_EXISTS" and not says(err, ("database is locked",)):
                 raise
             continue
     raise VaelabError(f"Could not create or find the MLflow experiment {name!r}")
 
 
-class MLflowLogger(LightningMLFlowLogger):
+class MLflowLogger(GuardedTracker, LightningMLFlowLogger):
     """Lightning's MLflow logger writing into a SQLite store under ``save_dir`` (see the module), with vaelab's
     params, config, run folder and status.
 
@@ -351,7 +321,11 @@ class MLflowLogger(LightningMLFlowLogger):
         log_checkpoint: copy the best checkpoint into the run's artifacts.
         log_images: copy the last picture of each dashboard view (``val/…`` images in the run's TensorBoard events).
         **kwargs: as Lightning's ``MLFlowLogger`` (``tags``, ``prefix``, ``run_id``, ``synchronous``).
+
+    A failure of the store or server follows :class:`~vaelab.loggers.tracking.GuardedTracker`'s rule.
     """
+
+    tracker_name = "MLflow"
 
     def __init__(self, save_dir: str, run_dir: str | None = None, experiment_name: str = "train",
                  tracking_uri: str | None = None, artifact_location: str | None = None, log_checkpoint: bool = True,
@@ -383,8 +357,7 @@ class MLflowLogger(LightningMLFlowLogger):
         self._lightning_status: str | None = None
         self._save_dir, self._run_dir = root, Path(run_dir).expanduser().resolve() if run_dir else None
         self._training = False  # (set by the first metrics: from then on a failure of MLflow does not stop the run)
-        #: what made this logger stop, once MLflow failed after training began (the warning's text); None until then
-        self.tracking_error: str | None = None
+        self.tracking_error = None
         # a run this logger began is ended with Lightning's last word if no run folder ends it (a plain Trainer)
         atexit.register(_end_at_exit, weakref.ref(self))
 
@@ -411,7 +384,7 @@ class MLflowLogger(LightningMLFlowLogger):
     @rank_zero_only
     def log_config(self, config: Mapping[str, Any]) -> None:
         """The run's resolved config as the artifact ``config.yaml``."""
-        self._guarded("the run's config", lambda: self.experiment.log_dict(self.run_id, _plain(config), "config.yaml"))
+        self._guarded("the run's config", lambda: self.experiment.log_dict(self.run_id, plain(config), "config.yaml"))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -420,56 +393,33 @@ class MLflowLogger(LightningMLFlowLogger):
         self._training = True
         self._guarded(f"the metrics of step {step}", lambda: super(MLflowLogger, self).log_metrics(metrics, step))
 
-    def _guarded(self, what: str, action: Callable[[], Any]) -> None:
-        """Do ``action`` (logging ``what``) against the store, and the rule for its failing: before training began,
-        one :class:`TrackingError` naming the store and the ways out stops the run (nothing is lost yet); after, the
-        run goes on without MLflow (:meth:`_give_up`). Once MLflow has failed, nothing more is sent to it."""
-        if self.tracking_error is not None:
-            return
-        try:
-            with quiet_store():
-                action()
-        except VaelabError:
-            raise
-        except Exception as err:
-            if not self._training:
-                message = say(problem(self._tracking_uri, err), self._tracking_uri, self._save_dir)
-                raise TrackingError(message) from err
-            self._give_up(what, err)
+    # ------------------------------------------------------------------------ GuardedTracker's hooks: MLflow's words
+    def _calling(self) -> contextlib.AbstractContextManager[None]:
+        return quiet_store()
 
-    def _give_up(self, what: str, err: Exception) -> None:
-        """Stop sending to MLflow after ``err`` (logging ``what``), saying so once, loudly: the run itself goes on,
-        its record, checkpoints and TensorBoard events untouched (the training task notes :attr:`tracking_error` in
-        the record at the end)."""
-        folder = self._run_dir or "the run folder"
-        self.tracking_error = (
-            f"MLflow failed while logging {what}, and the run went on without it. {problem(self._tracking_uri, err)}. "
-            f"Everything the run logs is still in {folder} (metrics.json, TensorBoard's events, checkpoints/); the "
-            f"MLflow run {self._run_id} keeps only what was logged before and stays RUNNING"
-        )
-        log.warning("%s. %s.", self.tracking_error, ways_out(self._tracking_uri, self._save_dir))
+    def _stop_message(self, what: str, err: BaseException) -> str:
+        return say(problem(self._tracking_uri, err), self._tracking_uri, self._save_dir)
+
+    def _problem(self, err: BaseException) -> str:
+        return problem(self._tracking_uri, err)
+
+    def _kept(self) -> str:
+        return f"the MLflow run {self._run_id} keeps only what was logged before and stays RUNNING"
+
+    def _ways_out(self) -> str:
+        return ways_out(self._tracking_uri, self._save_dir)
+
+    def _has_run(self) -> bool:
+        return bool(self._initialized)
+
+    def _end_run(self, status: str | None) -> None:
+        self.end(run_status(status), status)
 
     @rank_zero_only
     def finalize(self, status: str = "success") -> None:
         """Lightning calls this after fitting, again after testing, and on an error: the run stays open for the
         test results and the run folder (:meth:`log_run_folder` ends it with ``metrics.json``'s status)."""
         self._lightning_status = status
-
-    @rank_zero_only
-    def log_run_folder(self, folder: Path | str) -> None:
-        """The finished run's folder, once its ``metrics.json`` is written (the training task calls this however
-        the run ended): its record, best checkpoint and dashboard images as artifacts, the best score as a metric,
-        then the run's end with the record's status. MLflow failing here is said once, as during training."""
-        if not self._initialized or self._ended:
-            return
-        folder = Path(folder)
-        record = _read_record(folder / RECORD_FILE)
-        status = record.get(STATUS)
-        self._training = True  # (the run is over: a failure now cannot stop it)
-        try:
-            self._guarded("the run folder's files", lambda: self._log_folder(folder, record))
-        finally:
-            self.end(run_status(status), status)
 
     def end(self, mlflow_status: str, vaelab_status: str | None = None) -> None:
         """End the run with MLflow's ``mlflow_status`` (and the tag ``vaelab.status``)."""
@@ -489,7 +439,7 @@ class MLflowLogger(LightningMLFlowLogger):
         if (folder / RECORD_FILE).is_file():
             client.log_artifact(run_id, str(folder / RECORD_FILE))
         best = record.get("best") or {}
-        score = _number(best.get("score"))
+        score = number(best.get("score"))
         if best.get("monitor") and score is not None:
             step = int(record.get("global_step") or 0)
             client.log_metric(run_id, best_metric_name(str(best["monitor"])), score, step=step)
@@ -497,14 +447,10 @@ class MLflowLogger(LightningMLFlowLogger):
         if self.log_checkpoint and record.get("best_ckpt") and ckpt.is_file():
             client.log_artifact(run_id, str(ckpt), "checkpoints")
         if self.log_images:
-            # (a resumed run's TensorBoard events go on in the run it resumed: metrics.json says where)
-            events = Path(str(record.get("tensorboard_dir") or folder))
-            self._log_images(events)
+            self._log_images(folder, record)
 
-    def _log_images(self, events: Path) -> None:
-        from vaelab.loggers.event_images import latest_images
-
-        images = latest_images(events, IMAGE_PREFIXES)
+    def _log_images(self, folder: Path, record: dict[str, Any]) -> None:
+        images = dashboard_images(folder, record)
         if not images:
             return
         with tempfile.TemporaryDirectory(prefix="vaelab-mlflow-") as tmp:
@@ -522,24 +468,3 @@ def _end_at_exit(ref: weakref.ref) -> None:
     status = {"success": "FINISHED", "finished": "FINISHED"}.get(str(logger._lightning_status), "FAILED")
     with contextlib.suppress(Exception):
         logger.end(status)
-
-
-def _plain(value: Any) -> Any:
-    from omegaconf import Container, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, Container) else dict(value)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
