@@ -5,12 +5,12 @@ PY := $(VENV)/bin/python
 
 .PHONY: install train test lint tensorboard mlflow benchmark clean lock
 
-# A virtual environment with vaelab (editable), its dev tools, MLflow and W&B (logger=mlflow, logger=wandb, tested
-# too), every package at the version of requirements/constraints.txt (the environment the suite last passed in);
-# redone when either file changes. `make lock` writes that file anew from the current environment.
+# A virtual environment with vaelab (editable), its dev tools, MLflow, W&B and Gradio (logger=mlflow, logger=wandb,
+# vaelab-explore: tested too), every package at the version of requirements/constraints.txt (the environment the
+# suite last passed in); redone when either file changes. `make lock` writes that file anew from the current environment.
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,mlflow,wandb]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,mlflow,wandb,explore]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -35,9 +35,11 @@ mlflow: install
 benchmark: install
 	$(PY) scripts/benchmark.py
 
-# the constraints file from the environment the suite has just passed in (run `make test` first): every installed
-# package at its version, vaelab itself left out
-lock: install
+# the constraints file anew: what pyproject.toml asks for installed into the environment (pip keeps what is there
+# where it fits), then every installed package at its version, vaelab itself left out. Run `make test` after it.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev,mlflow,wandb,explore]"
 	{ echo "# Written by 'make lock' from the environment the test suite passed in; 'make install' and CI install"; \
 	  echo "# with it (pip -c). pyproject.toml keeps the ranges for installing vaelab as a library."; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^vaelab'; } > requirements/constraints.txt

@@ -209,14 +209,16 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/status").is_file() and "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def test_sigterm_reaches_the_training_and_the_table_waits_for_it(tmp_path):
+def stop_a_table(tmp_path: Path, table_source: str, pid_file: Path) -> tuple[int, str, dict]:
+    """Run ``table_source`` (a table over the stub training) in a process of its own, send its process alone
+    SIGTERM once the training has started, as a scheduler does, and wait for it: (its exit code, its stderr, the
+    training's record). Fails if the training is still alive afterwards; kills whatever is left either way."""
     (tmp_path / "stub.py").write_text(STUB_TRAINING)
-    (tmp_path / "table.py").write_text(TABLE)
+    (tmp_path / "table.py").write_text(table_source)
     log = tmp_path / "table.log"  # (not a pipe: a training left running would hold it open)
     with log.open("w") as stream:
         table = subprocess.Popen([sys.executable, str(tmp_path / "table.py"), str(tmp_path / "stub.py"),
                                   str(tmp_path / "out")], start_new_session=True, stderr=stream)
-    pid_file = tmp_path / "out" / "small" / "mnist" / "vae" / "seed1" / "train" / "pid"
     child = None
     try:
         deadline = time.monotonic() + 60
@@ -224,14 +226,20 @@ def test_sigterm_reaches_the_training_and_the_table_waits_for_it(tmp_path):
             assert table.poll() is None, log.read_text()
             time.sleep(0.05)
         child = int(pid_file.read_text())
-        table.send_signal(signal.SIGTERM)  # the table's process only, as a scheduler sends it
+        table.send_signal(signal.SIGTERM)
         table.wait(timeout=60)
-        stderr = log.read_text()
-        assert table.returncode == 143, stderr
-        record = json.loads((pid_file.parent / "metrics.json").read_text())  # ended before the table did
-        assert record["status"] == "terminated" and not _alive(child)
-        assert "SIGTERM: passed on to the 1 run(s)" in stderr and "Run the same command again" in stderr
+        record_file = pid_file.parent / "metrics.json"  # written by the training as it ended, before the table did
+        record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        assert not _alive(child), "the table left its training running"
+        return table.returncode, log.read_text(), record
     finally:
         for pid in (table.pid, child):
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_reaches_the_training_and_the_table_waits_for_it(tmp_path):
+    pid_file = tmp_path / "out" / "small" / "mnist" / "vae" / "seed1" / "train" / "pid"
+    code, stderr, record = stop_a_table(tmp_path, TABLE, pid_file)
+    assert code == 143 and record.get("status") == "terminated", stderr
+    assert "SIGTERM: passed on to the 1 run(s)" in stderr and "Run the same command again" in stderr

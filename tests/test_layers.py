@@ -24,7 +24,7 @@ LAYERS = (
     ("dashboard",),
     ("tasks",),
     ("reports",),
-    ("api", "cli", "vaelab"),
+    ("api", "cli", "explorer", "vaelab"),
 )
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 

@@ -56,34 +56,7 @@ results.run_rows((results.Row("vae", ()),), out, out.parent, None)
 def test_sigterm_reaches_the_results_tables_run_and_the_table_waits_for_it(tmp_path):
     """scripts/results_table.py left its training running when it was sent SIGTERM (subprocess.run in the table's
     own process group, which the scheduler's signal to the table's process did not reach)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from test_family_table import stop_a_table
 
-    from test_family_table import STUB_TRAINING, _alive
-
-    (tmp_path / "stub.py").write_text(STUB_TRAINING)
-    (tmp_path / "table.py").write_text(RESULTS_TABLE)
-    log = tmp_path / "table.log"
-    with log.open("w") as stream:
-        table = subprocess.Popen([sys.executable, str(tmp_path / "table.py"), str(tmp_path / "stub.py"),
-                                  str(tmp_path / "out")], start_new_session=True, stderr=stream)
-    pid_file = tmp_path / "out" / "vae" / "train" / "pid"
-    child = None
-    try:
-        deadline = time.monotonic() + 60
-        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-            assert table.poll() is None, log.read_text()
-            time.sleep(0.05)
-        child = int(pid_file.read_text())
-        table.send_signal(signal.SIGTERM)  # the table's process only, as a scheduler sends it
-        table.wait(timeout=60)
-        assert table.returncode == 143, log.read_text()
-        assert json.loads((pid_file.parent / "metrics.json").read_text())["status"] == "terminated"
-        assert not _alive(child)
-    finally:
-        for pid in (table.pid, child):
-            if pid is not None and _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+    code, stderr, record = stop_a_table(tmp_path, RESULTS_TABLE, tmp_path / "out" / "vae" / "train" / "pid")
+    assert code == 143 and record.get("status") == "terminated", stderr

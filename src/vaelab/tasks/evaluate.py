@@ -73,7 +73,7 @@ def iw_chunk_size(batch_size: int, image_shape: tuple[int, ...]) -> int:
     return max(1, IW_BUDGET // (int(batch_size) * math.prod(image_shape)))
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
     """``device=auto|cpu|cuda|cuda:<n>`` as a torch device; a CUDA device this machine does not have is refused
     here, before the checkpoint is read (so a good checkpoint is not blamed for it)."""
     if name == "auto":
@@ -96,7 +96,7 @@ def load(cfg: DictConfig) -> tuple[Autoencoder, Any, dict[str, Any]]:
     if path is None or not path.is_file():
         raise ConfigError(f"ckpt_path = {cfg.get('ckpt_path')!r} is invalid: it must be an existing checkpoint file, "
                           "e.g. ckpt_path=logs/train/runs/<run>/checkpoints/last.ckpt")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     # the one trusted loader: one message for an empty, damaged, foreign or diverged file; settings plain, with no
     # interpolation, naming only vaelab's classes, torch's optimisers and what this config names
     allowed = config_targets(cfg)

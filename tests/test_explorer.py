@@ -1,0 +1,236 @@
+"""The explorer, ``vaelab-explore`` (issue 29): its views as plain functions (a model and inputs in, numpy images
+out), its settings, where its images come from, and the Gradio page served on 127.0.0.1 only and called through
+Gradio's own client. Each test fails without the rule it checks."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, compose_train
+from PIL import Image
+
+import vaelab
+from vaelab.errors import ConfigError
+from vaelab.explorer import views
+from vaelab.explorer.config import parse
+from vaelab.explorer.source import Source, load_source
+from vaelab.models.samplers import GaussianMixtureSampler
+from vaelab.tasks.train import train
+
+TINY = ["logger=none", "callbacks=minimal", "test=false", "model.latent_dim=4",
+        "model.net.encoder.hidden_dims=[16]", "model.net.decoder.hidden_dims=[16]"]
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("explore")
+    train(compose_train(tmp, TINY))
+    return tmp / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
+def source(ckpt) -> Source:
+    return load_source(parse([f"ckpt_path={ckpt}", "gmm.fit_images=300", "gmm.n_components=3"]))
+
+
+@pytest.fixture(scope="module")
+def folder(ckpt, tmp_path_factory) -> Path:
+    return vaelab.load(ckpt).save_pretrained(tmp_path_factory.mktemp("folder") / "model")
+
+
+def image(source: Source, index: int) -> np.ndarray:
+    return source.test_image(index).permute(1, 2, 0).numpy()
+
+
+def write(path: Path, array: np.ndarray, mode: str) -> Path:
+    Image.fromarray(array, mode=None).convert(mode).save(path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the views
+def test_a_traversal_changes_only_the_chosen_dimension(source):
+    code = views.code_of(source.model, image(source, 0))
+    values = np.linspace(-2, 2, 5)
+    codes = views.traversal_codes(code, 2, values)
+    assert codes.shape == (5, 4)
+    np.testing.assert_array_equal(codes[:, 2], values)
+    np.testing.assert_array_equal(np.delete(codes, 2, axis=1), np.repeat(np.delete(code, 2)[None], 5, axis=0))
+    walk = views.traverse(source.model, image(source, 0), 2, -2.0, 2.0, 5)
+    assert walk.shape == (5, 8, 8, 1) and walk.min() >= 0 and walk.max() <= 1
+    assert not np.allclose(walk[0], walk[-1])  # (the walk moves)
+
+
+def test_the_sliders_set_only_the_moved_dimensions_and_span_the_prior_around_the_code(source):
+    code = views.code_of(source.model, image(source, 0))
+    moved = views.with_values(code, {1: 5.0})
+    assert moved[1] == 5.0 and np.array_equal(np.delete(moved, 1), np.delete(code, 1))
+    ranges = views.slider_ranges(code, views.code_spread(source.model, None), 3.0)
+    assert ranges == [pytest.approx((c - 3, c + 3)) for c in code]  # a VAE's unit: the prior's sd
+
+
+def test_the_interpolation_ends_are_the_two_reconstructions(source):
+    a, b = image(source, 0), image(source, 1)
+    strip = views.interpolate(source.model, a, b, 6)
+    assert strip.shape == (6, 8, 8, 1)
+    np.testing.assert_allclose(strip[0], views.reconstruct(source.model, a), atol=1e-6)
+    np.testing.assert_allclose(strip[-1], views.reconstruct(source.model, b), atol=1e-6)
+    assert not np.allclose(strip[0], strip[-1])
+
+
+def test_prior_samples_are_seeded_images(source):
+    first = views.sample(source.model, 5, seed=3)
+    assert first.shape == (5, 8, 8, 1)
+    np.testing.assert_array_equal(first, views.sample(source.model, 5, seed=3))
+    assert not np.allclose(first, views.sample(source.model, 5, seed=4))
+
+
+def test_the_gmm_is_fitted_on_the_codes_of_the_first_training_images(source):
+    sampler = source.gmm()
+    assert sampler.fitted and sampler.means.shape == (3, 4)
+    expected = GaussianMixtureSampler(n_components=3, fit_images=300)
+    with torch.no_grad():
+        expected.fit(source.model.embed(source.datamodule.fixed_batch("train", 300)[0]))
+    torch.testing.assert_close(sampler.means, expected.means)
+    assert views.sample(source.model, 4, seed=0, sampler=sampler).shape == (4, 8, 8, 1)
+    assert views.sampler_choices(source.model, has_data=True) == ["prior", "gmm"]
+    assert views.sampler_choices(source.model, has_data=False) == ["prior"]  # (no training codes to fit on)
+
+
+class Conditional(vaelab.models.Autoencoder):
+    """A stand-in for a future conditional model: ``conditional``, ``num_classes`` and ``sample(…, labels=…)``."""
+
+    conditional, num_classes = True, 3
+
+    def sample(self, n, generator=None, sampler=None, labels=None):
+        self.labels = labels
+        return super().sample(n, generator=generator, sampler=sampler)
+
+
+def test_a_class_is_chosen_only_for_a_conditional_model(source):
+    assert views.class_choices(source.model, ["a", "b", "c"]) == []
+    model = Conditional(**{**source.model.config, "compile": False})
+    assert views.class_choices(model, ["a", "b", "c"]) == ["a", "b", "c"]
+    views.sample(model, 2, label=1)
+    assert model.labels.tolist() == [1, 1]
+
+
+# ------------------------------------------------------------------------------------------ uploads
+def test_a_good_upload_is_the_image_as_the_model_takes_it(tmp_path):
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    got = views.read_upload(write(tmp_path / "ok.png", pixels, "L"), SHAPE)
+    assert got.shape == (8, 8, 1)
+    np.testing.assert_allclose(got[..., 0], pixels / 255.0)
+
+
+@pytest.mark.parametrize("kind", ["size", "mode", "not_an_image", "nothing"])
+def test_a_bad_upload_is_one_message_with_the_expected_shape(tmp_path, kind):
+    grey = np.zeros((8, 8), dtype=np.uint8)
+    path = {"size": lambda: write(tmp_path / "big.png", np.zeros((28, 28), dtype=np.uint8), "L"),
+            "mode": lambda: write(tmp_path / "colour.png", grey, "RGB"),
+            "not_an_image": lambda: (tmp_path / "notes.png").write_text("not an image") and tmp_path / "notes.png",
+            "nothing": lambda: None}[kind]()
+    with pytest.raises(views.UploadError) as caught:
+        views.read_upload(path, SHAPE)
+    message = str(caught.value)
+    assert "a greyscale image (mode L) of 8×8 pixels" in message
+    said = {"size": "is 28×28 pixels", "mode": "is of colour mode RGB", "not_an_image": "is not an image file",
+            "nothing": "No image uploaded"}[kind]
+    assert said in message and "\n" not in message
+
+
+# ------------------------------------------------------------------------------------------ settings and source
+def test_the_settings_serve_on_127_0_0_1_without_a_public_link_unless_asked(ckpt):
+    cfg = parse([f"ckpt_path={ckpt}"])
+    assert cfg.server_name == "127.0.0.1" and cfg.share is False
+    assert parse([f"ckpt_path={ckpt}", "server_name=0.0.0.0", "port=7999"]).server_name == "0.0.0.0"
+    for argv, said in [([], "ckpt_path is missing"), ([f"ckpt_path={ckpt}", "prot=1"], "no setting prot"),
+                       ([f"ckpt_path={ckpt}", "port=http"], "port='http' is invalid"),
+                       ([str(ckpt)], "takes key=value arguments")]:
+        with pytest.raises(ConfigError, match=said):
+            parse(argv)
+
+
+def test_a_checkpoint_brings_its_data_as_eval_reads_them(ckpt, tmp_path):
+    source = load_source(parse([f"ckpt_path={ckpt}", "data.eval_batch_size=7"]))
+    assert source.has_data and source.datamodule.eval_batch_size == 7 and source.num_test_images > 100
+    assert source.datamodule.hparams.split_seed == 42  # (the checkpoint's own settings, not rebuilt here)
+
+
+def test_a_model_folder_offers_uploads_only_and_says_so(folder):
+    from vaelab.explorer.app import describe
+
+    source = load_source(parse([f"ckpt_path={folder}"]))
+    assert not source.has_data and "model folder records no data set" in source.no_data
+    assert "No data set: uploads only" in describe(source)
+    assert views.sampler_choices(source.model, source.has_data) == ["prior"]
+
+
+def test_gradio_is_imported_inside_the_explorer_only():
+    outside = []
+    for file in (ROOT / "src" / "vaelab").rglob("*.py"):
+        if "explorer" in file.parts:
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            outside += [f"{file}:{node.lineno}" for n in names if n.split(".")[0] in ("gradio", "gradio_client")]
+    assert not outside
+    code = "import sys, vaelab, vaelab.explorer.views, vaelab.explorer.source; print('gradio' in sys.modules)"
+    import subprocess
+
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+# ------------------------------------------------------------------------------------------ the served page
+def listening(port: int) -> set[str]:
+    """The local addresses listening on TCP ``port`` (Linux's /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]) if len(address) == 8 else address)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_app_is_served_on_127_0_0_1_and_answers_gradios_client(ckpt, source, tmp_path):
+    pytest.importorskip("gradio")
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from vaelab.explorer.app import build, launch
+
+    port = free_port()
+    cfg = parse([f"ckpt_path={ckpt}", f"port={port}"])
+    demo = build(source, cfg)
+    label = next(b for b in demo.blocks.values() if getattr(b, "label", None) == "Class")
+    assert label.visible is False  # (no classes to choose: the choice is hidden)
+    try:
+        _, url, share_url = launch(demo, cfg, block=False)
+        assert url.startswith(f"http://127.0.0.1:{port}") and share_url is None
+        assert listening(port) == {"127.0.0.1"}  # (nothing on 0.0.0.0)
+        client = Client(url, verbose=False)
+        grid = client.predict("prior", None, 1, api_name="/sample")
+        assert Image.open(grid).size == Image.open(client.predict("prior", None, 1, api_name="/sample")).size
+        bad = tmp_path / "big.png"
+        Image.new("L", (28, 28)).save(bad)
+        with pytest.raises(AppError, match="big.png is 28×28 pixels: the model takes a greyscale image"):
+            client.predict(handle_file(str(bad)), api_name="/reconstruct")
+        client.close()
+    finally:
+        demo.close()
+    assert listening(port) == set()
