@@ -99,12 +99,20 @@ def missing_prerequisites(node: str | None, prefix: Path) -> str | None:
     return None
 
 
-def problems_of(raw: dict, tab: Tab, app: str = "TensorBoard", ignore: str | None = None) -> list[str]:
+def problems_of(raw: dict, tab: Tab, app: str = "TensorBoard", ignore: str | None = None,
+                fallbacks: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The problems of one tab, from what the Node script saw there (``raw``: its JSON record); ``app`` names who
     said an empty-state message; console errors and failed requests matching ``ignore`` (a regular expression:
-    what the app itself always does, named and explained by the check that passes it) are not problems."""
+    what the app itself always does, named and explained by the check that passes it) are not problems.
+    ``fallbacks``: pairs of regular expressions ``(refused, instead)``: a request matching ``refused`` that failed
+    is the app asking for something the server says it does not offer, and not a problem only when a request
+    matching ``instead`` (what the app falls back to) succeeded on the same page."""
+    answered = raw.get("ok_requests", [])
+    excused = [refused for refused, instead in fallbacks if any(re.search(instead, url) for url in answered)]
+
     def kept(messages: list[str]) -> list[str]:
-        return [m for m in messages if not (ignore and re.search(ignore, m))]
+        return [m for m in messages if not (ignore and re.search(ignore, m))
+                and not any(re.search(refused, m) for refused in excused)]
 
     problems = [f"console error: {m}" for m in kept(raw.get("console_errors", []))]
     problems += [f"page error: {m}" for m in raw.get("page_errors", [])]
@@ -161,11 +169,12 @@ def select_tabs(tabs: Sequence[Tab], wanted: str | None) -> tuple[Tab, ...]:
 
 
 def results_of(tabs: Sequence[Tab], raw: list[dict], app: str = "TensorBoard", ignore: str | None = None,
-               shrink: bool = True) -> list[TabResult]:
-    """Each tab's result from the Node script's records (screenshots shrunk; ``ignore`` as :func:`problems_of`)."""
+               shrink: bool = True, fallbacks: Sequence[tuple[str, str]] = ()) -> list[TabResult]:
+    """Each tab's result from the Node script's records (screenshots shrunk; ``ignore`` and ``fallbacks`` as
+    :func:`problems_of`)."""
     results = []
     for tab, record in zip(tabs, raw, strict=True):
-        result = TabResult(tab.name, problems_of(record, tab, app, ignore), record.get("screenshot"))
+        result = TabResult(tab.name, problems_of(record, tab, app, ignore, fallbacks), record.get("screenshot"))
         if result.screenshot and shrink:
             shrink_png(Path(result.screenshot))
         results.append(result)
@@ -257,7 +266,8 @@ def skip(args: argparse.Namespace, reason: str) -> int:
 
 def check_pages(args: argparse.Namespace, server: contextlib.AbstractContextManager[str], over: str,
                 tabs: Sequence[Tab], out: Path, work: Path, empty_state: str, script_name: str,
-                app: str = "TensorBoard", ignore: str | None = None, noun: str = "tabs") -> int:
+                app: str = "TensorBoard", ignore: str | None = None, noun: str = "tabs",
+                fallbacks: Sequence[tuple[str, str]] = ()) -> int:
     """Start ``server`` (an app serving ``over``), open ``tabs`` in the browser, print one line per tab and the
     verdict; the exit status: 0 all passed, 1 a tab failed, and for a Chromium that cannot start here what a
     missing prerequisite gives (0, or 2 with --require-browser)."""
@@ -269,7 +279,7 @@ def check_pages(args: argparse.Namespace, server: contextlib.AbstractContextMana
                               script_name)
     except BrowserUnavailable as error:  # a Chromium that cannot start here is a missing prerequisite too
         return skip(args, str(error))
-    results = results_of(tabs, raw, app=app, ignore=ignore)
+    results = results_of(tabs, raw, app=app, ignore=ignore, fallbacks=fallbacks)
     print(summary(results))
     failed = [r.name for r in results if not r.ok]
     print(f"{FAILED}: {', '.join(failed)}" if failed else f"all {len(results)} {noun} passed; screenshots in {out}")
@@ -296,7 +306,7 @@ try {
 }
 const results = [];
 for (const tab of tabs) {
-  const record = { name: tab.name, console_errors: [], page_errors: [], failed_requests: [] };
+  const record = { name: tab.name, console_errors: [], page_errors: [], failed_requests: [], ok_requests: [] };
   const page = await browser.newPage();
   page.on('console', (m) => {
     if (m.type() !== 'error') return;
@@ -308,7 +318,9 @@ for (const tab of tabs) {
     if (r.url().startsWith(base)) record.failed_requests.push(`${r.url()} ${r.failure()?.errorText}`);
   });
   page.on('response', (r) => {
-    if (r.url().startsWith(base) && r.status() >= 400) record.failed_requests.push(`${r.url()} HTTP ${r.status()}`);
+    if (!r.url().startsWith(base)) return;
+    if (r.status() >= 400) record.failed_requests.push(`${r.url()} HTTP ${r.status()}`);
+    else record.ok_requests.push(r.url());
   });
   try {
     await page.goto(base + tab.path, { waitUntil: 'networkidle0', timeout: 60000 });

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import urllib.request
@@ -58,6 +59,12 @@ PAGE_NAMES = ("runs_table", "compare_runs", "metric_chart", "image_artifact")
 #: what MLflow's UI itself does on every page without the basic-auth app: it asks who the user is
 #: (``/ajax-api/2.0/mlflow/users/current``) and gets 404. Not a problem of these runs.
 IGNORE = r"/ajax-api/2\.0/mlflow/users/current\b"
+#: what MLflow 3.18's UI asks first for a run's artifact whose location is a plain path (vaelab's
+#: ``<log dir>/mlflow-artifacts/...``): a presigned cloud-storage URL. The server answers 501 NOT_IMPLEMENTED (the
+#: local artifact repository has none: ``_validate_support_presigned_download``) and the UI, by design (it treats
+#: 400/404/501/503 so), falls back to the server's own ``/get-artifact``. No server option avoids the first
+#: request for such runs, so it is accepted only where the fallback then served the very file (see :func:`fallbacks`).
+PRESIGNED = r"/ajax-api/2\.0/mlflow/artifacts/presigned-download-url\b"
 #: the pages' common steps: the UI's "Model training" view (not the GenAI one), its assistant's panel closed
 MODE, ASSISTANT_CLOSE = "Model training", "button[aria-label='Close']"
 
@@ -115,6 +122,13 @@ def pages(target: Target) -> tuple[Tab, ...]:
     )
 
 
+def fallbacks(target: Target) -> tuple[tuple[str, str], ...]:
+    """The refused request and the fallback that must have succeeded instead (browser_check.problems_of): the
+    presigned URL, and ``/get-artifact`` of the target run's image."""
+    served = rf"/get-artifact\?path={re.escape(quote(target.image, safe=''))}&run_uuid={re.escape(target.run_id)}\b"
+    return ((PRESIGNED, served),)
+
+
 # --------------------------------------------------------------------------- the store, the runs, the server
 def read_store(logs: Path) -> list[dict]:
     """Every experiment of ``<logs>/mlflow.db`` with its runs' names, metric keys and artifact paths."""
@@ -157,6 +171,14 @@ def mlflow_server(logs: Path, port: int, log_file: Path):
 
     def ready(base: str) -> bool:
         with urllib.request.urlopen(f"{base}/health", timeout=5) as response:
+            if response.status != 200:
+                return False
+        # one search first, alone: it imports mlflow.server.auth, which MLflow 3.18's assistant routes read from
+        # sys.modules; the browser's first requests at once otherwise race that import and get 500s
+        search = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
+                                        data=json.dumps({"experiment_ids": ["0"], "max_results": 1}).encode(),
+                                        headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(search, timeout=30) as response:
             return response.status == 200
 
     return serve(command, ready, port, log_file, "MLflow's server", timeout_s=180, env=env)
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     return check_pages(args, mlflow_server(logs.resolve(), free_port(), work / "mlflow.log"), str(logs / "mlflow.db"),
                        tabs, out, work, EMPTY_STATE, "vaelab_check_mlflow.mjs", app="MLflow", ignore=IGNORE,
-                       noun="pages")
+                       noun="pages", fallbacks=fallbacks(target))
 
 
 def importlib_missing(name: str) -> bool:

@@ -78,6 +78,26 @@ def test_mlflows_own_request_for_the_user_is_ignored_and_nothing_else():
     assert len(browser_check.problems_of(raw, tab, "MLflow")) == 4  # (nothing ignored unless asked)
 
 
+def test_the_refused_presigned_url_passes_only_where_the_fallback_served_the_image():
+    # MLflow 3.18's UI asks a presigned URL first; for a run's files on a path the server answers 501 and the UI
+    # fetches /get-artifact instead: accepted only when that fetch of the target's image succeeded on the page
+    target = check.pick_target([{"id": "7", "name": "sweep", "created": 2, "runs": [run("a", "r1")]}])
+    tab = browser_check.Tab("image_artifact", "/", "img")
+    presigned = "http://127.0.0.1:5000/ajax-api/2.0/mlflow/artifacts/presigned-download-url"
+    raw = {"matches": 1, "console_errors": [
+        f"Failed to load resource: the server responded with a status of 501 (Not Implemented) [{presigned}]"],
+        "failed_requests": [f"{presigned} HTTP 501"]}
+    served = "http://127.0.0.1:5000/get-artifact?path=dashboard%2Fval%2Freconstructions.png&run_uuid=r1"
+    fallbacks = check.fallbacks(target)
+    assert browser_check.problems_of({**raw, "ok_requests": [served]}, tab, "MLflow", check.IGNORE, fallbacks) == []
+    for ok in ([], [served.replace("r1", "r2")], [served.replace("reconstructions", "samples")]):
+        problems = browser_check.problems_of({**raw, "ok_requests": ok}, tab, "MLflow", check.IGNORE, fallbacks)
+        assert problems == [f"console error: {raw['console_errors'][0]}", f"request failed: {presigned} HTTP 501"]
+    other = {**raw, "ok_requests": [served], "failed_requests": [f"{served} HTTP 500"]}
+    problems = browser_check.problems_of(other, tab, "MLflow", check.IGNORE, fallbacks)
+    assert problems == [f"request failed: {served} HTTP 500"]
+
+
 def test_mlflows_empty_states_are_caught_by_the_pattern():
     import re
 
