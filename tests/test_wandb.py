@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import FAST, ROOT, compose_train
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import metadata
+from test_mlflow import hparams_columns
 
 from vaelab.loggers.tracking import TrackingError
 from vaelab.loggers.wandb import WandbLogger, WandbMissingError, exit_code, problem, ways_out
@@ -125,15 +125,6 @@ def fold(into: dict, items) -> dict:
             node = node.setdefault(part, {})
         node[path[-1]] = json.loads(item.value_json)
     return into
-
-
-def hparams_columns(run_dir: Path) -> dict:
-    """What TensorBoard's HParams tab shows for the run: its session start's hyperparameters."""
-    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
-    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
-    return {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
 
 
 def record_of(tmp_path: Path) -> dict:
