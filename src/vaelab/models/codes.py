@@ -110,14 +110,27 @@ class PointCode(Code):
 
     ``activation`` squashes the code: ``sigmoid`` keeps every unit in (0, 1), as the sparse autoencoder's KL penalty
     on mean activations needs (Ng 2011); None (default) leaves it linear.
+
+    ``prior="normal"`` gives the point code the prior p(z) = N(0, I) that a regulariser matches the codes to (the
+    WAE's MMD, Tolstikhin et al. 2018; the adversarial autoencoder's discriminator, Makhzani et al. 2016): images
+    are then generated from it like a VAE's. None (default): no prior, generate with a fitted sampler.
     """
 
-    def __init__(self, activation: str | None = None) -> None:
+    def __init__(self, activation: str | None = None, prior: str | None = None) -> None:
         super().__init__()
         if activation is not None and activation not in ACTIVATIONS:
             raise ValueError(f"model.code.activation = {activation!r} is invalid: it must be null or one of "
                              f"{', '.join(ACTIVATIONS)}")
+        if prior not in (None, "normal"):
+            raise ValueError(f"model.code.prior = {prior!r} is invalid: it must be null (no prior) or normal")
         self.activation = activation
+        self.prior = prior
+        self.has_prior = prior is not None
+
+    def prior_sample(self, n: int, latent_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.prior is None:
+            return super().prior_sample(n, latent_dim, generator)
+        return torch.randn(n, latent_dim, generator=generator, device="cpu")
 
     def locate(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
         return (h if self.activation is None else ACTIVATIONS[self.activation](h)), None
