@@ -18,7 +18,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from vaelab.metrics.active_units import active_units, posterior_mean_variance
 from vaelab.metrics.likelihood import bits_per_dim, comparability_notes, evaluate, importance_weighted_bound
 from vaelab.models import Autoencoder
-from vaelab.models.distributions import kl_to_standard_normal
+from vaelab.models.distributions import gaussian_draws, kl_to_standard_normal, standard_normal_log_prob
 from vaelab.models.likelihoods import GaussianLikelihood
 from vaelab.training import AutoencoderModule
 
@@ -61,6 +61,13 @@ class PPCAModel:
         self.encode_calls += 1
         mu = self.posterior_mean(x) + self.q_shift
         return mu, self.q_var.log().expand_as(mu)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.encode(x), dim=1)
+
+    def latent_draws(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None):
+        z, log_q = gaussian_draws(*h.chunk(2, dim=1), n, generator)
+        return z, standard_normal_log_prob(z) - log_q
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return (z @ self.w.T + self.b).reshape(-1, *IMAGE_SHAPE)

@@ -212,8 +212,8 @@ def test_importance_weights_are_float32_even_for_bf16_posteriors():
     from vaelab.models.importance import log_importance_weights
 
     model = iwae_model(2)
-    mu, logvar = torch.zeros(4, 4, dtype=torch.bfloat16), torch.zeros(4, 4, dtype=torch.bfloat16)
-    weights = log_importance_weights(model.model, X[:4], mu, logvar, 3)
+    h = torch.zeros(4, 8, dtype=torch.bfloat16)  # μ and log σ² in bf16
+    weights = log_importance_weights(model.model, X[:4], h, 3)
     assert weights.dtype == torch.float32 and weights.shape == (3, 4)
 
 

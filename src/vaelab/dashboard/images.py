@@ -98,7 +98,7 @@ class PriorSamples(DashboardCallback):
         super().draw_now(trainer, pl_module, step)
 
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
-        available = module.code.has_prior if self.sampler is None else self.sampler.available_for(module)
+        available = module.has_prior if self.sampler is None else self.sampler.available_for(module)
         if not available:  # a deterministic autoencoder has no prior to sample from
             if not self._said:
                 log.info("%s: a %s has no prior to sample from; sampler=gmm fits one on the training codes",
@@ -126,6 +126,11 @@ class LatentTraversal(DashboardCallback):
     deviation of the code over the fixed images). Each row is labelled with its dimension, its KL (a VAE's) or
     spread (an AE's), and the range of z it walks; the columns with their offset. A code grid (VQ-VAE's) is not a
     vector of dimensions to walk: it is left out.
+
+    A code with categorical parts (JointVAE's, :class:`~vaelab.models.joint_code.JointCode`: it has
+    ``continuous_dim`` and ``discrete_slices()``) has its continuous dimensions walked as above (in units of their
+    spread: the code gives no per-dimension log-variance) and a second card, ``<split>/traversal_discrete``: one
+    row per categorical part, whose column k decodes the first image's code with that part set to category k.
     """
 
     def __init__(self, max_dims: int = 10, steps: int = 9, span: float = 3.0, min_side: int = 16,
@@ -133,10 +138,12 @@ class LatentTraversal(DashboardCallback):
         super().__init__(**kwargs)
         self.max_dims, self.steps, self.span, self.min_side = max_dims, steps, span, min_side
 
-    def walk(self, out) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def walk(self, out, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                           torch.Tensor | None]:
         """The dimensions walked (in row order), the unit of each one's steps, the offsets (in those units) and, for
-        a VAE, each dimension's mean KL."""
-        mu = out.mu
+        a VAE, each dimension's mean KL; only the first ``width`` dimensions when given (a joint code's continuous
+        ones)."""
+        mu = out.mu if width is None else out.mu[:, :width]
         dims = min(self.max_dims, mu.shape[1])
         if out.logvar is None:
             order, kl = torch.arange(dims, device=mu.device), None
@@ -152,7 +159,10 @@ class LatentTraversal(DashboardCallback):
     def draw(self, writer, tag_prefix, step, module, x, y, out) -> None:
         if out.mu.dim() != 2:
             return
-        order, unit, offsets, kl = self.walk(out)
+        slices = self.categorical_parts(module)
+        if slices:
+            self.draw_categories(writer, tag_prefix, step, module, out, slices)
+        order, unit, offsets, kl = self.walk(out, module.code.continuous_dim if slices else None)
         dims = len(order)
         z = out.mu[:1].repeat(dims * self.steps, 1)
         labels = []
@@ -170,3 +180,35 @@ class LatentTraversal(DashboardCallback):
         tag = f"{tag_prefix}/traversal"
         self.in_background(lambda: writer.add_image(
             tag, labelled_grid(grid, side, labels, cols, col_caption=caption), step, dataformats="HWC"))
+
+    # ------------------------------------------------------------------ a code's categorical parts (JointVAE's)
+    @staticmethod
+    def categorical_parts(module) -> list[slice]:
+        """Where the code's categorical parts lie in z (none for a code without them)."""
+        parts = getattr(getattr(module, "code", None), "discrete_slices", None)
+        return list(parts()) if callable(parts) else []
+
+    def draw_categories(self, writer, tag_prefix, step, module, out, slices: list[slice]) -> None:
+        """``<split>/traversal_discrete``: row i decodes the first image's code with categorical part i set to each
+        of its categories in turn (column k: category k), the other parts and the continuous dimensions kept; rows
+        of parts with fewer categories are padded with grey cells."""
+        width = max(s.stop - s.start for s in slices)
+        codes, labels = [], []
+        for i, part in enumerate(slices):
+            n = part.stop - part.start
+            z = out.mu[:1].repeat(n, 1)
+            z[:, part] = torch.eye(n, device=z.device, dtype=z.dtype)
+            codes.append(z)
+            labels.append((f"c{i} · {n} categories · x₀: {int(out.mu[0, part].argmax())}", (20, 20, 20)))
+        decoded = module.likelihood.mean(module.decode(torch.cat(codes)))
+        rows, start = [], 0
+        for z in codes:
+            row = decoded[start : start + len(z)]
+            rows.append(F.pad(row, (0, 0, 0, 0, 0, 0, 0, width - len(row)), value=0.5))
+            start += len(z)
+        images = torch.cat(rows)
+        grid, side = to_uint8(image_grid(images, width, self.min_side)), cell_side(images, self.min_side)
+        cols = [str(k) for k in range(width)]
+        tag = f"{tag_prefix}/traversal_discrete"
+        self.in_background(lambda: writer.add_image(
+            tag, labelled_grid(grid, side, labels, cols, col_caption="category:"), step, dataformats="HWC"))

@@ -60,13 +60,13 @@ def traversable(model: Any) -> bool:
 def unit_scale(model: Any) -> bool:
     """Whether a code dimension's unit is the prior's standard deviation (a code with a continuous prior, the VAE's);
     otherwise (an AE) a dimension is walked in units of its spread over the data."""
-    return bool(model.code.has_prior and model.code.continuous)
+    return bool(model.has_prior and model.code.continuous)
 
 
 def sampler_choices(model: Any, has_data: bool) -> list[str]:
     """The samplers this model can draw from: ``prior`` when its code has one, ``gmm`` (fitted on the training codes)
     for a continuous code when there are training images."""
-    choices = ["prior"] if model.code.has_prior else []
+    choices = ["prior"] if model.has_prior else []
     return choices + (["gmm"] if has_data and model.code.continuous else [])
 
 

@@ -62,7 +62,7 @@ def importance_weighted_bound(
     Runs without gradients and in eval mode (an ``nn.Module``'s previous mode is restored).
 
     Args:
-        model: a variational model with ``encode``, ``decode`` and ``likelihood``.
+        model: a variational model with ``features``, ``latent_draws``, ``decode`` and ``likelihood``.
         x: a batch of images ``(B, ...)`` on the model's device.
         k: the number of importance samples K ≥ 1.
         chunk_size: decode at most this many samples (each a full batch) at a time; None decodes all K at
@@ -81,10 +81,7 @@ def importance_weighted_bound(
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     with _eval_mode(model):
-        mu, logvar = model.encode(x)
-        if logvar is None:
-            raise ValueError("importance_weighted_bound needs q(z|x): encode() returned no log-variance")
-        return importance.importance_weighted_bound(model, x, mu, logvar, k, chunk_size, generator)
+        return importance.importance_weighted_bound(model, x, model.features(x), k, chunk_size, generator)
 
 
 def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float | torch.Tensor:

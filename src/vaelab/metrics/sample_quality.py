@@ -173,7 +173,7 @@ def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 
     name = feature_net_for(model.image_shape)
     if name is None:
         return {}
-    if (sampler is None and not model.code.has_prior) or (sampler is not None and not sampler.available_for(model)):
+    if (sampler is None and not model.has_prior) or (sampler is not None and not sampler.available_for(model)):
         return {}
     check_weights(name)  # (before the samples are drawn: a damaged file is said at once)
     if not datamodule.splits:

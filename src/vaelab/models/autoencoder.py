@@ -51,6 +51,9 @@ class Autoencoder(nn.Module):
         likelihood_std: the fixed standard deviation of the Gaussian likelihood.
         corruption: an optional ``_target_`` config of a corruption of the input (:mod:`vaelab.models.corruption`):
             the denoising autoencoder encodes a corrupted image and is scored on the clean one.
+        prior: an optional ``_target_`` config of a prior p(z) of the model's own (:mod:`vaelab.models.priors`, e.g.
+            the VampPrior) in place of the code's N(0, I); the KL is then the one-sample estimate
+            log q(z|x) − log p(z), and sampling and the importance-weighted bound use it.
         channels_last: keep conv activations in channels-last memory format.
         compile: compile the encoder and decoder with ``torch.compile``.
     """
@@ -66,13 +69,14 @@ class Autoencoder(nn.Module):
         corruption: Mapping[str, Any] | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        prior: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         #: the arguments this model was built with, as plain values (what ``save_pretrained`` writes to config.json)
         self.config: dict[str, Any] = copy.deepcopy({
             "image_shape": plain(image_shape), "latent_dim": latent_dim, "code": plain(code), "net": plain(net),
             "likelihood": likelihood, "likelihood_std": likelihood_std, "corruption": plain(corruption),
-            "channels_last": channels_last, "compile": compile,
+            "channels_last": channels_last, "compile": compile, "prior": plain(prior),
         })
         #: where a loaded model came from (run, objective, data, test metrics, command), for its model card; None
         #: for a model built here (``vaelab.load`` fills it, see :func:`vaelab.models.pretrained.provenance`)
@@ -89,6 +93,13 @@ class Autoencoder(nn.Module):
                                    out_features=self.code.encoder_features(self.latent_dim))
         self.decoder = instantiate(net["decoder"], image_shape=list(self.image_shape), latent_dim=self.latent_dim)
         self.corruption = instantiate(plain(corruption)) if corruption else None
+        #: the model's own prior p(z) (None: the code's own, N(0, I) for a Gaussian code)
+        self.prior = instantiate(plain(prior)) if prior else None
+        if self.prior is not None:
+            if not self.code.variational:
+                raise ValueError(f"model.prior needs a code with a posterior density q(z|x), but model.code is a "
+                                 f"{type(self.code).__name__}: use model.code=gaussian")
+            self.prior.build(self)
         self.channels_last = bool(channels_last)
         if compile:  # nn.Module.compile keeps the state_dict keys, pickles and deep-copies
             self.encoder.compile()
@@ -99,6 +110,11 @@ class Autoencoder(nn.Module):
     def variational(self) -> bool:
         """Whether q(z|x) is a density (the ELBO's KL and the importance-weighted bound are defined)."""
         return self.code.variational
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether images can be generated from a prior p(z) (the model's own or the code's)."""
+        return self.prior is not None or bool(self.code.has_prior)
 
     @property
     def device(self) -> torch.device:
@@ -125,12 +141,31 @@ class Autoencoder(nn.Module):
         """
         corrupt = self.training if corrupt is None else corrupt
         x_in = self.corrupt(x) if corrupt else x
-        code = self.code(self.features(x_in))
+        h = self.features(x_in)
+        code = self.code(h)
+        kl = code.kl if self.prior is None else self.code.log_q(code) - self.prior.log_prob(code.z, self)
         x_out = self.decoder(code.z)
         return AutoencoderOutput(
-            x_out=x_out, z=code.z, mu=code.mu, logvar=code.logvar, recon=self.likelihood.nll(x_out, x), kl=code.kl,
-            likelihood=self.likelihood, x_in=x_in, extras=code.extras,
+            x_out=x_out, z=code.z, mu=code.mu, logvar=code.logvar, recon=self.likelihood.nll(x_out, x), kl=kl,
+            likelihood=self.likelihood, x_in=x_in, extras=code.extras, features=h,
         )
+
+    # ------------------------------------------------------------------ the prior and the posterior's draws
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) under the model's prior (its own, else the code's), summed over the last dimension."""
+        return self.code.prior_log_prob(z) if self.prior is None else self.prior.log_prob(z, self)
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` codes z ~ p(z) (drawn on the CPU with ``generator`` where the prior is fixed)."""
+        if self.prior is None:
+            return self.code.prior_sample(n, self.latent_dim, generator)
+        return self.prior.sample(n, self, generator)
+
+    def latent_draws(self, h: torch.Tensor, n: int,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws z ~ q(z|x) for each image of encoder features ``h``, ``(n, B, D)``, and log p(z) − log q(z|x)
+        of each, ``(n, B)``: the latent side of the importance-weighted bound (:mod:`vaelab.models.importance`)."""
+        return self.code.importance_draws(h, n, generator, None if self.prior is None else self.prior_log_prob)
 
     # ------------------------------------------------------------------ what a user asks of a trained model
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -159,7 +194,7 @@ class Autoencoder(nn.Module):
         """``n`` images decoded from z ~ p(z), or from ``sampler`` (:mod:`vaelab.models.samplers`, e.g. a Gaussian
         mixture fitted on the training codes) when given. A code without a prior needs a sampler."""
         if sampler is None:
-            z = self.code.prior_sample(n, self.latent_dim, generator)
+            z = self.prior_sample(n, generator)
         elif not sampler.available_for(self):
             raise ValueError(f"{type(sampler).__name__} cannot sample a {type(self.code).__name__}: use sampler=prior")
         else:

@@ -11,11 +11,18 @@ Config group ``model/code`` (one YAML per class).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from vaelab.models.distributions import kl_to_standard_normal, reparameterize
+from vaelab.models.distributions import (
+    gaussian_draws,
+    kl_to_standard_normal,
+    normal_log_prob_per_dimension,
+    reparameterize,
+    standard_normal_log_prob,
+)
 
 
 @dataclass
@@ -24,8 +31,10 @@ class CodeOutput:
 
     ``z`` is what the decoder gets (a draw for a Gaussian posterior); ``mu`` the deterministic code (the posterior
     mean, the point, the quantised vectors); ``logvar`` the posterior's log-variance or None; ``kl`` the per-image
-    KL(q(z|x) ‖ p(z)) in nats (zero for a code without a prior); ``extras`` batch terms the code computes on the way
-    (VQ-VAE's codebook and commitment losses, its perplexity), which objectives and the logs read.
+    KL(q(z|x) ‖ p(z)) in nats (zero for a code without a prior; a one-sample estimate log q(z|x) − log p(z) where
+    there is no closed form); ``extras`` batch terms the code computes on the way (VQ-VAE's codebook and commitment
+    losses, its perplexity), which objectives and the logs read; ``log_q`` the per-image log q(z|x) of the drawn
+    ``z``, for a code whose density is not the diagonal Gaussian of ``mu`` and ``logvar`` (a flow's), else None.
     """
 
     z: torch.Tensor
@@ -33,6 +42,7 @@ class CodeOutput:
     logvar: torch.Tensor | None
     kl: torch.Tensor
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    log_q: torch.Tensor | None = None
 
 
 class Code(nn.Module):
@@ -74,6 +84,33 @@ class Code(nn.Module):
             "instead (sampler=gmm, Ghosh et al. 2020)"
         )
 
+    # ------------------------------------------------------------------ densities (variational codes)
+    def draw(self, h: torch.Tensor, n: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws z ~ q(z|x) per image of features ``h``, ``(n, B, D)``, and log q(z|x) of each, ``(n, B)``."""
+        raise ValueError(f"a {type(self).__name__} has no posterior density q(z|x) to draw from")
+
+    def log_q(self, out: CodeOutput) -> torch.Tensor:
+        """log q(z|x) of the ``z`` drawn in the pass ``out``, per image."""
+        if out.log_q is not None:
+            return out.log_q
+        raise ValueError(f"a {type(self).__name__} has no posterior density q(z|x)")
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) of the code's own prior, summed over the last dimension."""
+        raise ValueError(f"a {type(self).__name__} has no prior density p(z)")
+
+    def importance_draws(self, h: torch.Tensor, n: int, generator: torch.Generator | None = None,
+                         prior_log_prob: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What an importance-weighted bound needs of the latent side: ``n`` draws z_k ~ q(z|x) per image, ``(n, B,
+        D)``, the codes the decoder sees, and log p(z_k) − log q(z_k|x) of each, ``(n, B)`` (Burda et al. 2016,
+        eq. 8, without the decoder's term). ``prior_log_prob`` is the model's prior when it has one of its own
+        (a VampPrior), else the code's. A code whose prior and posterior span more than the decoder's z (a
+        hierarchy of latent layers) overrides this to sum over all of them."""
+        z, log_q = self.draw(h, n, generator)
+        log_p = (prior_log_prob or self.prior_log_prob)(z)
+        return z, log_p - log_q
+
 
 class GaussianCode(Code):
     """q(z|x) = N(μ, diag σ²) with p(z) = N(0, I): the VAE's code (Kingma & Welling 2014).
@@ -99,6 +136,18 @@ class GaussianCode(Code):
 
     def prior_sample(self, n: int, latent_dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(n, latent_dim, generator=generator, device="cpu")
+
+    def draw(self, h: torch.Tensor, n: int,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return gaussian_draws(*self.locate(h), n, generator)
+
+    def log_q(self, out: CodeOutput) -> torch.Tensor:
+        if out.log_q is not None:
+            return out.log_q
+        return normal_log_prob_per_dimension(out.z, out.mu, out.logvar).sum(dim=-1)
+
+    def prior_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return standard_normal_log_prob(z)
 
 
 #: the squashing functions a point code may apply to the encoder's output

@@ -45,3 +45,21 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 def normal_log_prob_per_dimension(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z_j; μ_j, σ_j²) for every dimension j, broadcasting z against (μ, log σ²) (no sum)."""
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
+
+
+def gaussian_draws(
+    mu: torch.Tensor, logvar: torch.Tensor, n: int, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` draws z_k = μ + σ·ε_k ~ N(μ, diag σ²) per row, shape ``(n, B, D)``, and log N(z_k; μ, σ²) of each,
+    shape ``(n, B)``.
+
+    The density is evaluated through ε, as log N(ε; 0, I) − Σ_j log σ_j (the change of variables z = μ + σ·ε),
+    without the round-off of (z − μ)/σ when σ is tiny. Draws and densities are in float32 at least (never
+    bf16-coarse under bf16-mixed precision).
+    """
+    batch, latent_dim = mu.shape
+    dtype = torch.promote_types(mu.dtype, torch.float32)
+    mu, logvar = mu.to(dtype), logvar.to(dtype)
+    eps = torch.randn((n, batch, latent_dim), generator=generator, dtype=dtype, device=mu.device)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    return z, standard_normal_log_prob(eps) - 0.5 * logvar.sum(dim=-1)

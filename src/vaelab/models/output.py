@@ -31,6 +31,7 @@ class AutoencoderOutput:
     likelihood: Likelihood | None = field(default=None, repr=False)  # turns x_out into an image
     x_in: torch.Tensor | None = field(default=None, repr=False)  # what the encoder saw (a denoising AE's corrupted x)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # the code's batch terms (VQ-VAE's losses, …)
+    features: torch.Tensor | None = field(default=None, repr=False)  # the encoder's output h (what the code read)
 
     @property
     def x_mean(self) -> torch.Tensor:

@@ -35,10 +35,10 @@ class PriorSampler(nn.Module):
         """Nothing: the prior is fitted on no codes."""
 
     def sample(self, model: Any, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return model.code.prior_sample(n, model.latent_dim, generator)
+        return model.prior_sample(n, generator)
 
     def available_for(self, model: Any) -> bool:
-        return bool(model.code.has_prior)
+        return bool(model.has_prior)
 
 
 class GaussianMixtureSampler(nn.Module):

@@ -61,7 +61,7 @@ class AutoencoderModule(LightningModule):
 
     Args:
         image_shape: (channels, height, width) of the data, filled in from the DataModule.
-        latent_dim, code, net, likelihood, likelihood_std, corruption, compile, channels_last: the pure model's
+        latent_dim, code, net, likelihood, likelihood_std, corruption, compile, channels_last, prior: the pure model's
             (:class:`~vaelab.models.autoencoder.Autoencoder`); ``code`` defaults to the one ``objective`` implies
             (a point for the autoencoder's ``Reconstruction``, else a Gaussian posterior).
         objective: a ``_target_`` config of an objective from :mod:`vaelab.models.objectives` (default: the ELBO);
@@ -99,13 +99,14 @@ class AutoencoderModule(LightningModule):
         corruption: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         trainable: Sequence[str] | None = None,
+        prior: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         image_shape = [int(s) for s in plain(image_shape)]
         objective = plain(objective) or dict(DEFAULT_OBJECTIVE)
         beta_schedule = plain(beta_schedule) or dict(DEFAULT_SCHEDULE)
         code = plain(code) or code_of_objective(objective)
-        net, corruption = plain(net), plain(corruption)
+        net, corruption, prior = plain(net), plain(corruption), plain(prior)
         optimizer = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
         scheduler = plain(scheduler)
         trainable = plain(trainable)
@@ -114,7 +115,7 @@ class AutoencoderModule(LightningModule):
 
         self.model = Autoencoder(image_shape, latent_dim, code=code, net=net, likelihood=likelihood,
                                  likelihood_std=likelihood_std, corruption=corruption,
-                                 channels_last=channels_last, compile=compile)
+                                 channels_last=channels_last, compile=compile, prior=prior)
         self._frozen = self._train_in_stages(init_from, trainable)
         schedule = instantiate(beta_schedule, beta=float(beta))
         # (a partial, so the schedule object is handed over as it is, not turned into a config by Hydra)

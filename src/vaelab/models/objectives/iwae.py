@@ -26,7 +26,7 @@ class IWAE(Objective):
         self.k = int(k)
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
-        bound = importance_weighted_bound(model, x, out.mu, out.logvar, self.k).mean()
+        bound = importance_weighted_bound(model, x, out.features, self.k).mean()
         return ObjectiveValue(-bound, {"iw_bound": bound})
 
     def weights(self, step: int) -> dict[str, float]:
