@@ -103,22 +103,17 @@ def test_the_gmm_is_fitted_on_the_codes_of_the_first_training_images(source):
     assert views.sampler_choices(source.model, has_data=False) == ["prior"]  # (no training codes to fit on)
 
 
-class Conditional(vaelab.models.Autoencoder):
-    """A stand-in for a future conditional model: ``conditional``, ``num_classes`` and ``sample(…, labels=…)``."""
-
-    conditional, num_classes = True, 3
-
-    def sample(self, n, generator=None, sampler=None, labels=None):
-        self.labels = labels
-        return super().sample(n, generator=generator, sampler=sampler)
-
-
 def test_a_class_is_chosen_only_for_a_conditional_model(source):
     assert views.class_choices(source.model, ["a", "b", "c"]) == []
-    model = Conditional(**{**source.model.config, "compile": False})
+    model = vaelab.models.Autoencoder(**{**source.model.config, "compile": False, "num_classes": 3}).eval()
     assert views.class_choices(model, ["a", "b", "c"]) == ["a", "b", "c"]
-    views.sample(model, 2, label=1)
-    assert model.labels.tolist() == [1, 1]
+    assert views.class_choices(model, ["a", "b"]) == ["0", "1", "2"]
+    # the class asked for is the one decoded: the same draws of z, labelled 1 or 2
+    ones, twos = views.sample(model, 2, label=1), views.sample(model, 2, label=2)
+    with torch.no_grad():
+        by_hand = model.sample(2, generator=torch.Generator().manual_seed(0), labels=torch.tensor([1, 1]))
+    np.testing.assert_allclose(ones, by_hand.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    assert np.abs(ones - twos).max() > 1e-4
 
 
 # ------------------------------------------------------------------------------------------ uploads

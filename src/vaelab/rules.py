@@ -52,6 +52,9 @@ RULES: dict[str, Rule] = {
     "model.beta": Rule(lambda v: _is_finite(v) and v >= 0, "a finite number >= 0, e.g. model.beta=4"),
     "model.likelihood": Rule(lambda v: v in LIKELIHOODS, f"one of: {', '.join(LIKELIHOODS)}"),
     "model.likelihood_std": Rule(lambda v: _is_finite(v) and v > 0, "a finite number > 0, e.g. 0.1"),
+    "model.num_classes": Rule(lambda v: v == "auto" or (_is_int(v) and v >= 2),
+                              "auto (the data's classes), an integer >= 2 (the classes a conditional model is given), "
+                              "or null (an unconditional model)"),
     "model.objective.k": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.k=5"),
     "data.batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. data.batch_size=128"),
     "data.eval_batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1 (or null)"),

@@ -193,7 +193,8 @@ class DashboardCallback(Callback):
                         y = datamodule.class_labels(y)
                     x, y = x.to(pl_module.device), y.to(pl_module.device)
                     torch.manual_seed(self.seed)
-                    out = model(x)  # the pure model's pass: no objective runs here
+                    # the pure model's pass: no objective runs here (a conditional model is given the classes)
+                    out = model(x, labels=y) if getattr(model, "conditional", False) else model(x)
                     out.weights = pl_module.weights() if hasattr(pl_module, "weights") else {}
                     rng_after = [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in devices)]
                     DashboardCallback._shared = _Pass(weakref.ref(pl_module), key, x, y, out, rng_after)
@@ -212,6 +213,15 @@ def _set_rng_states(states: list[torch.Tensor], devices: list[torch.device]) -> 
     torch.set_rng_state(states[0])
     for device, state in zip(devices, states[1:], strict=True):
         torch.cuda.set_rng_state(state, device)
+
+
+def classes_of(module: Any, labels: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+    """The keyword a conditional model's ``decode`` takes for ``n`` codes of the class ``labels`` (one class for all,
+    or one each); nothing for any other model."""
+    if not getattr(module, "conditional", False):
+        return {}
+    labels = labels.reshape(-1)
+    return {"labels": labels.expand(n) if labels.numel() == 1 else labels}
 
 
 def first(out: AutoencoderOutput, n: int) -> AutoencoderOutput:

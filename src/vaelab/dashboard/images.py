@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.base import DashboardCallback, classes_of
 from vaelab.dashboard.grids import ALERT, MUTED, cell_side, image_grid, labelled_grid, signed, to_uint8, upscale
 from vaelab.dashboard.health import code_health
 from vaelab.models.distributions import kl_per_dimension
@@ -87,12 +87,14 @@ class PriorSamples(DashboardCallback):
         model = getattr(pl_module, "model", pl_module)
         if self.sampler is not None and self.sampler.needs_fit:
             n = getattr(self.sampler, "fit_images", 10_000)
-            images, _ = trainer.datamodule.fixed_batch("train", n)
+            images, labels = trainer.datamodule.fixed_batch("train", n)
+            given = ({"labels": trainer.datamodule.class_labels(labels).to(model.device)}
+                     if getattr(model, "conditional", False) else {})
             was_training = model.training
             model.eval()
             try:  # (drawing nothing from the training's random generators)
                 with torch.random.fork_rng(devices=[]), torch.no_grad():
-                    self.sampler.fit(model.embed(images.to(model.device)))
+                    self.sampler.fit(model.embed(images.to(model.device), **given))
             finally:
                 model.train(was_training)
         super().draw_now(trainer, pl_module, step)
@@ -105,6 +107,9 @@ class PriorSamples(DashboardCallback):
                          type(self).__name__, type(module.code).__name__)
                 self._said = True
             return
+        if getattr(module, "conditional", False):
+            self.draw_classes(writer, tag_prefix, step, module)
+            return
         samples = module.sample(self.num_images, sampler=self.sampler)  # the base class seeded the RNG
         grid = to_uint8(image_grid(samples, self.nrow, self.min_side))
         if not self._scores:
@@ -114,6 +119,19 @@ class PriorSamples(DashboardCallback):
         title = (" · ".join(f"{SAMPLE_SCORES[k]} {scores[k]:.3g}" for k in SAMPLE_SCORES if k in scores), MUTED)
         self.in_background(lambda: writer.add_image(
             f"{tag_prefix}/samples", labelled_grid(grid, side, [], title=title), step, dataformats="HWC"))
+
+
+    def draw_classes(self, writer, tag_prefix, step, module) -> None:
+        """A conditional model's samples: one row per class (labelled with its name), ``nrow`` draws each."""
+        count = int(module.num_classes)
+        labels = torch.arange(count).repeat_interleave(self.nrow)
+        samples = module.sample(len(labels), sampler=self.sampler, labels=labels)
+        grid, side = to_uint8(image_grid(samples, self.nrow, self.min_side)), cell_side(samples, self.min_side)
+        names = self.class_names if self.class_names and len(self.class_names) == count else range(count)
+        rows = [f"class {name}" for name in names]
+        self.in_background(lambda: writer.add_image(
+            f"{tag_prefix}/samples", labelled_grid(grid, side, rows, title=("one row per class", MUTED)), step,
+            dataformats="HWC"))
 
 
 class LatentTraversal(DashboardCallback):
@@ -172,7 +190,7 @@ class LatentTraversal(DashboardCallback):
             measure = f"{kl[d].item():.2f} nats" if kl is not None else f"sd {u:.2g}"
             dead = kl is not None and kl[d].item() < 0.01
             labels.append((f"z{d} · {measure} · {signed(lo, 1)}…{signed(hi, 1)}", MUTED if dead else (20, 20, 20)))
-        images = module.likelihood.mean(module.decode(z))
+        images = module.likelihood.mean(module.decode(z, **classes_of(module, y[:1], len(z))))
         grid, side = to_uint8(image_grid(images, self.steps, self.min_side)), cell_side(images, self.min_side)
         cols = [signed(v) for v in offsets.tolist()]
         # z = the first image's code + k × (the prior's sd, 1 | the dimension's sd), k along the columns
@@ -199,7 +217,7 @@ class LatentTraversal(DashboardCallback):
             z = out.mu[:1].repeat(n, 1)
             z[:, part] = torch.eye(n, device=z.device, dtype=z.dtype)
             codes.append(z)
-            labels.append((f"c{i} · {n} categories · x₀: {int(out.mu[0, part].argmax())}", (20, 20, 20)))
+            labels.append((f"c{i} · {n} categories · μ₀: {int(out.mu[0, part].argmax())}", (20, 20, 20)))
         decoded = module.likelihood.mean(module.decode(torch.cat(codes)))
         rows, start = [], 0
         for z in codes:

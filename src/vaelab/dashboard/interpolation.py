@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from vaelab.dashboard.base import DashboardCallback
+from vaelab.dashboard.base import DashboardCallback, classes_of
 from vaelab.dashboard.grids import cell_side, image_grid, labelled_grid, signed, to_uint8
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ class Interpolations(DashboardCallback):
         a, b = out.mu[:pairs].flatten(1), out.mu[pairs : 2 * pairs].flatten(1)  # (a code grid as one vector)
         alphas = torch.linspace(0, 1, self.steps, device=a.device, dtype=a.dtype)
         z = a[:, None] + alphas[None, :, None] * (b - a)[:, None]  # (pairs, steps, D)
-        decoded = module.likelihood.mean(module.decode(z.reshape(pairs * self.steps, *out.mu.shape[1:])))
+        # (a conditional model decodes each pair's path with A's class)
+        given = classes_of(module, y[:pairs].repeat_interleave(self.steps), pairs * self.steps)
+        decoded = module.likelihood.mean(module.decode(z.reshape(pairs * self.steps, *out.mu.shape[1:]), **given))
         decoded = decoded.reshape(pairs, self.steps, *decoded.shape[1:])
         rows = torch.cat([x[:pairs, None], decoded, x[pairs : 2 * pairs, None]], dim=1).flatten(0, 1)
         grid, side = to_uint8(image_grid(rows, self.steps + 2, self.min_side)), cell_side(rows, self.min_side)
@@ -82,7 +84,7 @@ class LatentManifold(DashboardCallback):
         z1, z2 = self.axes(out)
         rows = z2.flip(0)  # the top row is the largest z 2, as on a plot
         z = torch.stack([z1.repeat(self.n), rows.repeat_interleave(self.n)], dim=1)
-        images = module.likelihood.mean(module.decode(z))
+        images = module.likelihood.mean(module.decode(z, **classes_of(module, y[:1], len(z))))
         grid, side = to_uint8(image_grid(images, self.n, self.min_side)), cell_side(images, self.min_side)
         source = "the prior's" if out.logvar is not None else "the codes'"
         title = f"z 1 →, z 2 ↑ at {source} {self.quantile:.0%}…{1 - self.quantile:.0%} quantiles"

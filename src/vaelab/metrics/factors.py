@@ -62,24 +62,32 @@ def _module_device(model: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _embed(model: Any, x: torch.Tensor) -> torch.Tensor:
+def _embed(model: Any, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """The deterministic code of ``x``: ``model.embed(x)`` where the model has it, else ``model.encode(x)[0]``
-    (μ of a VAE's (μ, log σ²), an AE's code)."""
+    (μ of a VAE's (μ, log σ²), an AE's code); a conditional model's given the images' classes ``labels``."""
+    given = {"labels": labels} if getattr(model, "conditional", False) else {}
     if callable(getattr(model, "embed", None)):
-        return model.embed(x)
-    return model.encode(x)[0]
+        return model.embed(x, **given)
+    return model.encode(x, **given)[0]
 
 
-def encode_means(model: Any, images: torch.Tensor, datamodule: Any, batch_size: int = 1000) -> np.ndarray:
+def encode_means(model: Any, images: torch.Tensor, datamodule: Any, batch_size: int = 1000,
+                 labels: torch.Tensor | None = None) -> np.ndarray:
     """The deterministic code (μ of q(z | x), an AE's code; :func:`_embed`) of uint8 ``images``, converted as a
     batch is (``datamodule.convert``), encoded ``batch_size`` at a time in eval mode without gradients: float64
-    ``(N, D)`` on the CPU. The model's previous train/eval mode is restored."""
+    ``(N, D)`` on the CPU. The model's previous train/eval mode is restored. A conditional model is given the
+    images' ``labels`` (their classes: :meth:`~vaelab.data.base.ImageDataModule.class_labels` of factor labels)."""
     device = _module_device(model)
+    if labels is not None and getattr(model, "conditional", False):
+        labels = datamodule.class_labels(labels).to(device)
+    else:
+        labels = None
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = [_embed(model, datamodule.convert(images[i : i + batch_size].to(device))).double().cpu()
+            out = [_embed(model, datamodule.convert(images[i : i + batch_size].to(device)),
+                          None if labels is None else labels[i : i + batch_size]).double().cpu()
                    for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
@@ -132,11 +140,12 @@ def disentanglement_metrics(
     if len(images) > num_samples:
         kept = torch.from_numpy(np.sort(rng.choice(len(images), size=num_samples, replace=False)))
         images, labels = images[kept.to(images.device)], labels[kept.to(labels.device)]
-    codes = encode_means(model, images, datamodule, batch_size)
+    codes = encode_means(model, images, datamodule, batch_size, labels)
     factors = labels.cpu().numpy()
 
     def represent(combinations: np.ndarray) -> np.ndarray:
-        return encode_means(model, datamodule.render(combinations), datamodule, batch_size)
+        return encode_means(model, datamodule.render(combinations), datamodule, batch_size,
+                            torch.as_tensor(combinations))
 
     given = {k: v for k, v in (factor_vae or {}).items() if v is not None}  # None: the protocol's value
     options = {**DEFAULT_FACTOR_VAE, **settings.factor_vae, **given}

@@ -50,8 +50,10 @@ def importance_weighted_bound(
     chunk_size: int | None = None,
     *,
     generator: torch.Generator | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The importance-weighted lower bound L_K on log p(x), one K-sample estimate per image (shape ``(B,)``).
+    """The importance-weighted lower bound L_K on log p(x), one K-sample estimate per image (shape ``(B,)``)
+    (on log p(x | y) for a conditional model, given the images' class ``labels``).
 
     Burda et al. (2016), eq. 8: L_K = E_{z_1..z_K ~ q(z|x)} [ log (1/K) Σ_k p(x, z_k) / q(z_k | x) ], estimated with
     a single draw of K samples (:func:`vaelab.models.importance.importance_weighted_bound`, which IWAE training
@@ -81,7 +83,9 @@ def importance_weighted_bound(
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
     with _eval_mode(model):
-        return importance.importance_weighted_bound(model, x, model.features(x), k, chunk_size, generator)
+        given = {} if labels is None else {"labels": labels}
+        return importance.importance_weighted_bound(model, x, model.features(x, **given), k, chunk_size, generator,
+                                                    labels)
 
 
 def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float | torch.Tensor:
@@ -141,6 +145,7 @@ def evaluate(
     chunk_size: int | None = None,
     *,
     generator: torch.Generator | None = None,
+    class_labels: Any = None,
 ) -> dict[str, float | int | None]:
     """Evaluate a model over a data set, returning exact per-image means (whatever the batch sizes).
 
@@ -173,6 +178,9 @@ def evaluate(
     no importance-weighted bound and no active units. ``k = 0`` skips the importance-weighted bound for a VAE too:
     its three keys are then ``None``.
 
+    A conditional model (``model.conditional``) is given each batch's labels (through ``class_labels`` where they
+    are factor labels ``(B, F)``): its terms and bounds are then of log p(x | y).
+
     Raises:
         ValueError: for an empty ``batches``, images of differing sizes, or ``k < 0``.
     """
@@ -202,8 +210,13 @@ def evaluate(
                 num_dims = dims
             elif dims != num_dims:
                 raise ValueError(f"all images must have the same size, got {dims} values after {num_dims}")
-            out = model(x)
-            iw = importance_weighted_bound(model, x, k, chunk_size, generator=generator) if use_iw else None
+            given = {}
+            if getattr(model, "conditional", False):
+                y = batch[1].to(x.device)
+                given["labels"] = class_labels(y) if y.ndim > 1 and class_labels is not None else y
+            out = model(x, **given)
+            iw = (importance_weighted_bound(model, x, k, chunk_size, generator=generator, **given) if use_iw
+                  else None)
             se = (x - out.x_mean).pow(2).flatten(1).mean(dim=1)
             terms = torch.stack(
                 [

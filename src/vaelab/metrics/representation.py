@@ -289,8 +289,8 @@ def representation_scores(
     batch_size = int(batch_size or getattr(datamodule, "eval_batch_size", 1000))
     fit_images, fit_labels = _sample(*datamodule.splits[fit_split], max_fit, rng)
     score_images, score_labels = _sample(*datamodule.splits[split], max_score, rng)
-    fit_codes = encode_means(model, fit_images, datamodule, batch_size)
-    score_codes = encode_means(model, score_images, datamodule, batch_size)
+    fit_codes = encode_means(model, fit_images, datamodule, batch_size, fit_labels)
+    score_codes = encode_means(model, score_images, datamodule, batch_size, score_labels)
     if getattr(score_labels, "ndim", 1) == 2 and "factor_names" not in options:
         options["factor_names"] = getattr(datamodule, "factor_names", None)
     return representation_metrics(fit_codes, _to_numpy(fit_labels), score_codes, _to_numpy(score_labels), **options)

@@ -178,26 +178,50 @@ def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 
     check_weights(name)  # (before the samples are drawn: a damaged file is said at once)
     if not datamodule.splits:
         datamodule.setup()
-    images, _ = datamodule.splits[split]
+    images, labels = datamodule.splits[split]
     rng = np.random.default_rng(seed)
     n = min(n, len(images))
     chosen = torch.from_numpy(np.sort(rng.choice(len(images), size=n, replace=False)))
     reference = datamodule.convert(images[chosen.to(images.device)])
+    conditional = bool(getattr(model, "conditional", False))
+    # a conditional model draws the classes of the reference images (the same mix of classes)
+    wanted = datamodule.class_labels(labels[chosen.to(labels.device)]).long().cpu() if conditional else None
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             if sampler is not None and sampler.needs_fit:
-                fit, _ = datamodule.fixed_batch("train", getattr(sampler, "fit_images", 10_000))
-                sampler.fit(torch.cat([model.embed(fit[i : i + 1000].to(device)) for i in range(0, len(fit), 1000)]))
+                fit, fit_labels = datamodule.fixed_batch("train", getattr(sampler, "fit_images", 10_000))
+                fit_labels = datamodule.class_labels(fit_labels).to(device) if conditional else None
+                sampler.fit(torch.cat([
+                    model.embed(fit[i : i + 1000].to(device),
+                                **({"labels": fit_labels[i : i + 1000]} if conditional else {}))
+                    for i in range(0, len(fit), 1000)]))
             generator = torch.Generator().manual_seed(seed)
-            samples = torch.cat([model.sample(min(1000, n - i), generator=generator, sampler=sampler).float().cpu()
-                                 for i in range(0, n, 1000)])
+            samples = torch.cat([
+                model.sample(min(1000, n - i), generator=generator, sampler=sampler,
+                             **({"labels": wanted[i : i + 1000]} if conditional else {})).float().cpu()
+                for i in range(0, n, 1000)])
     finally:
         model.train(was_training)
     net = load_feature_net(name)
-    return sample_quality(samples.clamp(0, 1), reference.cpu(), net, k=k)
+    scores = sample_quality(samples.clamp(0, 1), reference.cpu(), net, k=k)
+    if conditional:
+        scores["conditional_accuracy"] = conditional_accuracy(samples.clamp(0, 1), wanted, net)
+    return scores
+
+
+def conditional_accuracy(samples: torch.Tensor, labels: torch.Tensor, feature_net: FeatureNet,
+                         batch_size: int = 1000) -> float:
+    """The fraction of a conditional model's samples that the feature network (a classifier trained on the real
+    images) puts in the class each was asked for: 1 when every sample shows its class, 1/C by chance (Sohn et al.
+    2015 score their conditional samples this way, with a classifier on real data)."""
+    feature_net.eval()
+    with torch.no_grad():
+        predicted = torch.cat([feature_net(samples[i : i + batch_size]).argmax(dim=1)
+                               for i in range(0, len(samples), batch_size)])
+    return float((predicted.cpu() == labels.cpu()).double().mean())
 
 
 def sample_scores_or_reason(model: Any, datamodule: Any, split: str = "test", **options: Any

@@ -204,7 +204,8 @@ def _evaluate(cfg: DictConfig, record: dict[str, Any]) -> float | None:
     notes = comparability_notes(model.likelihood.name, datamodule.hparams.get("binarize", "none"),
                                 datamodule.binary_images)
     chunk = cfg.get("iw_chunk_size") or iw_chunk_size(datamodule.eval_batch_size, model.image_shape)
-    metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk)
+    metrics = evaluate(model, batches, k=cfg.iw_k, chunk_size=chunk,
+                       class_labels=getattr(datamodule, "class_labels", None))
     if has_factors(datamodule):  # the same scores as callbacks.disentanglement logs while training
         options = cfg.get("disentanglement")
         options = OmegaConf.to_container(options, resolve=True) if options is not None else {}

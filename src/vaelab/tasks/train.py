@@ -69,8 +69,25 @@ def build_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModu
     skip_failing_nvml_probe()
     quiet_irrelevant_warnings()
     datamodule = instantiate_config(cfg.data)
-    model = instantiate_config(cfg.model, image_shape=list(datamodule.image_shape), _recursive_=False)
+    given = {"image_shape": list(datamodule.image_shape)}
+    if cfg.model.get("num_classes") == "auto":  # a conditional model on the data's classes
+        given["num_classes"] = conditioning_classes(datamodule, cfg)
+    model = instantiate_config(cfg.model, **given, _recursive_=False)
     return datamodule, model
+
+
+def conditioning_classes(datamodule: Any, cfg: DictConfig) -> int:
+    """The number of classes a conditional model (``model.num_classes=auto``) is given: the data's, which must have
+    at least two (a :class:`~vaelab.errors.ConfigError` naming the data otherwise)."""
+    count = int(getattr(datamodule, "num_classes", 0) or 0)
+    if count < 2:
+        name = cfg.data.get("_target_", "this data set").rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"model.num_classes=auto conditions the model on the data's class labels, but {name} has "
+            f"{'one class' if count == 1 else 'no class labels'}: use labelled data (e.g. data=mnist) or an "
+            "unconditional model (model=vae)"
+        )
+    return count
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:

@@ -61,7 +61,8 @@ class AutoencoderModule(LightningModule):
 
     Args:
         image_shape: (channels, height, width) of the data, filled in from the DataModule.
-        latent_dim, code, net, likelihood, likelihood_std, corruption, compile, channels_last, prior: the pure model's
+        latent_dim, code, net, likelihood, likelihood_std, corruption, compile, channels_last, prior, num_classes: the
+            pure model's
             (:class:`~vaelab.models.autoencoder.Autoencoder`); ``code`` defaults to the one ``objective`` implies
             (a point for the autoencoder's ``Reconstruction``, else a Gaussian posterior).
         objective: a ``_target_`` config of an objective from :mod:`vaelab.models.objectives` (default: the ELBO);
@@ -100,6 +101,7 @@ class AutoencoderModule(LightningModule):
         init_from: str | None = None,
         trainable: Sequence[str] | None = None,
         prior: Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
         image_shape = [int(s) for s in plain(image_shape)]
@@ -115,7 +117,8 @@ class AutoencoderModule(LightningModule):
 
         self.model = Autoencoder(image_shape, latent_dim, code=code, net=net, likelihood=likelihood,
                                  likelihood_std=likelihood_std, corruption=corruption,
-                                 channels_last=channels_last, compile=compile, prior=prior)
+                                 channels_last=channels_last, compile=compile, prior=prior,
+                                 num_classes=num_classes)
         self._frozen = self._train_in_stages(init_from, trainable)
         schedule = instantiate(beta_schedule, beta=float(beta))
         # (a partial, so the schedule object is handed over as it is, not turned into a config by Hydra)
@@ -179,7 +182,7 @@ class AutoencoderModule(LightningModule):
     def model_step(self, batch: Any, stage: str) -> AutoencoderOutput:
         """The one step shared by train, val and test: the model's pass, the objective's loss, the running sums."""
         x = batch[0]
-        out = self.model(x)
+        out = self.model(x, labels=self.class_labels(batch)) if self.model.conditional else self.model(x)
         step = self.schedule_step()
         value = self.objective(self.model, x, out, step)
         out.loss, out.terms, out.weights = value.loss, value.terms, self.objective.weights(step)
@@ -188,6 +191,14 @@ class AutoencoderModule(LightningModule):
         if stage in self.code_stats:
             self.code_stats[stage].update(out.mu)
         return out
+
+    def class_labels(self, batch: Any) -> torch.Tensor:
+        """The class of each image of ``batch`` that a conditional model is given: the batch's labels, or for factor
+        labels ``(B, F)`` the data's class factor (:meth:`~vaelab.data.base.ImageDataModule.class_labels`)."""
+        labels = batch[1]
+        if labels.ndim > 1:
+            labels = self.trainer.datamodule.class_labels(labels)
+        return labels
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         if not self.automatic_optimization:
