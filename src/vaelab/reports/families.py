@@ -65,6 +65,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("beta_tcvae", ("model=beta_tcvae",)),
     Family("factor_vae", ("model=factor_vae",)),
     Family("iwae", ("model=iwae",)),
+    Family("aae", ("model=aae",)),
+    Family("rae", ("model=rae",), ("sampler=gmm",)),
+    Family("cvae", ("model=cvae",)),
     # no shapes row: its code is a grid of 8 x 8 codebook vectors (1,024 numbers), not a few latent factors, and the
     # disentanglement_lib protocol's boosted trees for DCI did not finish on it in 14 minutes
     Family("vqvae", ("model=vqvae",), own_net=True, prior_stage=("model=vqvae_prior",), shapes=False),

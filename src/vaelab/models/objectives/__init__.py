@@ -5,6 +5,7 @@ Each takes the model's encoder/decoder pass over a batch and returns the loss an
 ``conf/model/objective/``.
 """
 
+from vaelab.models.objectives.aae import AdversarialAutoencoder
 from vaelab.models.objectives.base import DataFacts, Objective, ObjectiveValue
 from vaelab.models.objectives.beta_tcvae import BetaTCVAE, tc_decomposition
 from vaelab.models.objectives.capacity import Capacity
@@ -13,9 +14,13 @@ from vaelab.models.objectives.elbo import Elbo
 from vaelab.models.objectives.factor_vae import FactorVAE
 from vaelab.models.objectives.iwae import IWAE
 from vaelab.models.objectives.prior_fit import PriorFit
+from vaelab.models.objectives.rae import RegularisedAutoencoder
 from vaelab.models.objectives.reconstruction import Reconstruction
 from vaelab.models.objectives.sparse import Sparse
 from vaelab.models.objectives.vqvae import VQVAE
 
-__all__ = ["IWAE", "VQVAE", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo", "FactorVAE", "Objective",
-           "ObjectiveValue", "PriorFit", "Reconstruction", "Sparse", "tc_decomposition"]
+__all__ = [
+    "IWAE", "VQVAE", "AdversarialAutoencoder", "BetaTCVAE", "Capacity", "Contractive", "DataFacts", "Elbo",
+    "FactorVAE", "Objective", "ObjectiveValue", "PriorFit", "Reconstruction", "RegularisedAutoencoder",
+    "Sparse", "tc_decomposition"
+]
