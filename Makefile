@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # suite last passed in); redone when either file changes. `make lock` writes that file anew from the current environment.
 $(VENV)/.installed: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,mlflow,wandb,explore]"
+	$(PY) -m pip install --quiet -c requirements/constraints.txt -e ".[dev,mlflow,wandb,explore,data]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -39,7 +39,7 @@ benchmark: install
 # where it fits), then every installed package at its version, vaelab itself left out. Run `make test` after it.
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev,mlflow,wandb,explore]"
+	$(PY) -m pip install --quiet -e ".[dev,mlflow,wandb,explore,data]"
 	{ echo "# Written by 'make lock' from the environment the test suite passed in; 'make install' and CI install"; \
 	  echo "# with it (pip -c). pyproject.toml keeps the ranges for installing vaelab as a library."; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^vaelab'; } > requirements/constraints.txt

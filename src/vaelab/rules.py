@@ -55,6 +55,12 @@ RULES: dict[str, Rule] = {
     "model.num_classes": Rule(lambda v: v == "auto" or (_is_int(v) and v >= 2),
                               "auto (the data's classes), an integer >= 2 (the classes a conditional model is given), "
                               "or null (an unconditional model)"),
+    "model.code.latent_dims": Rule(
+        lambda v: isinstance(v, Sequence) and not isinstance(v, str) and len(v) >= 1
+        and all(_is_int(n) and n >= 1 for n in v),
+        "a non-empty list of integers >= 1, one per latent layer from the bottom up, e.g. "
+        "model.code.latent_dims=[32,16]"),
+    "model.objective.m": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.m=8"),
     "model.objective.k": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.k=5"),
     "data.batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. data.batch_size=128"),
     "data.eval_batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1 (or null)"),

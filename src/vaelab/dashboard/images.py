@@ -179,7 +179,7 @@ class LatentTraversal(DashboardCallback):
             return
         slices = self.categorical_parts(module)
         if slices:
-            self.draw_categories(writer, tag_prefix, step, module, out, slices)
+            self.draw_categories(writer, tag_prefix, step, module, y, out, slices)
         order, unit, offsets, kl = self.walk(out, module.code.continuous_dim if slices else None)
         dims = len(order)
         z = out.mu[:1].repeat(dims * self.steps, 1)
@@ -206,7 +206,7 @@ class LatentTraversal(DashboardCallback):
         parts = getattr(getattr(module, "code", None), "discrete_slices", None)
         return list(parts()) if callable(parts) else []
 
-    def draw_categories(self, writer, tag_prefix, step, module, out, slices: list[slice]) -> None:
+    def draw_categories(self, writer, tag_prefix, step, module, y, out, slices: list[slice]) -> None:
         """``<split>/traversal_discrete``: row i decodes the first image's code with categorical part i set to each
         of its categories in turn (column k: category k), the other parts and the continuous dimensions kept; rows
         of parts with fewer categories are padded with grey cells."""
@@ -218,12 +218,13 @@ class LatentTraversal(DashboardCallback):
             z[:, part] = torch.eye(n, device=z.device, dtype=z.dtype)
             codes.append(z)
             labels.append((f"c{i} · {n} categories · μ₀: {int(out.mu[0, part].argmax())}", (20, 20, 20)))
-        decoded = module.likelihood.mean(module.decode(torch.cat(codes)))
+        z = torch.cat(codes)
+        decoded = module.likelihood.mean(module.decode(z, **classes_of(module, y[:1], len(z))))
         rows, start = [], 0
-        for z in codes:
-            row = decoded[start : start + len(z)]
+        for part_codes in codes:
+            row = decoded[start : start + len(part_codes)]
             rows.append(F.pad(row, (0, 0, 0, 0, 0, 0, 0, width - len(row)), value=0.5))
-            start += len(z)
+            start += len(part_codes)
         images = torch.cat(rows)
         grid, side = to_uint8(image_grid(images, width, self.min_side)), cell_side(images, self.min_side)
         cols = [str(k) for k in range(width)]

@@ -65,9 +65,23 @@ FAMILIES: tuple[Family, ...] = (
     Family("beta_tcvae", ("model=beta_tcvae",)),
     Family("factor_vae", ("model=factor_vae",)),
     Family("iwae", ("model=iwae",)),
+    Family("vamp_vae", ("model=vamp_vae",)),
+    Family("iaf_vae", ("model=iaf_vae",)),
+    # two latent layers: z_1 of the common code size, z_2 of 8
+    Family("hvae", ("model=hvae", "model.code.latent_dims=[${model.latent_dim},8]")),
+    Family("miwae", ("model=miwae",)),
+    Family("ciwae", ("model=ciwae",)),
+    Family("piwae", ("model=piwae",)),
+    Family("wae", ("model=wae",)),
+    Family("infovae", ("model=infovae",)),
+    Family("dip_vae", ("model=dip_vae",)),
     Family("aae", ("model=aae",)),
     Family("rae", ("model=rae",), ("sampler=gmm",)),
     Family("cvae", ("model=cvae",)),
+    # MNIST only: the common 16-dimensional code is 6 continuous dimensions and one 10-way category; the shapes'
+    # 10 dimensions would leave no room beside a 10-way category. Its capacities rise over the small budget's steps.
+    Family("joint_vae", ("model=joint_vae", "model.objective.capacity_cont_steps=4000",
+                         "model.objective.capacity_disc_steps=4000"), shapes=False),
     # no shapes row: its code is a grid of 8 x 8 codebook vectors (1,024 numbers), not a few latent factors, and the
     # disentanglement_lib protocol's boosted trees for DCI did not finish on it in 14 minutes
     Family("vqvae", ("model=vqvae",), own_net=True, prior_stage=("model=vqvae_prior",), shapes=False),
