@@ -60,6 +60,9 @@ RULES: dict[str, Rule] = {
         and all(_is_int(n) and n >= 1 for n in v),
         "a non-empty list of integers >= 1, one per latent layer from the bottom up, e.g. "
         "model.code.latent_dims=[32,16]"),
+    "model.code.top_codes": Rule(lambda v: _is_int(v) and v >= 2, "an integer >= 2, e.g. model.code.top_codes=64"),
+    "model.code.bottom_codes": Rule(lambda v: _is_int(v) and v >= 2,
+                                    "an integer >= 2, e.g. model.code.bottom_codes=64"),
     "model.objective.m": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.m=8"),
     "model.objective.k": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. model.objective.k=5"),
     "data.batch_size": Rule(lambda v: _is_int(v) and v >= 1, "an integer >= 1, e.g. data.batch_size=128"),

@@ -15,8 +15,11 @@ own and later positions, without the blind spot of the original PixelCNN:
   only; it has residual connections from the second layer on;
 * each layer's activation is gated: tanh(W_f ∗ x) ⊙ σ(W_g ∗ x) (eq. 2).
 
-Unconditional (no class or other conditioning vector). ``nll`` is the exact −log p(k) per grid; ``sample`` draws a
-grid position by position.
+Optionally conditioned on a map s of the grid's height and width (sec. 2.3, eq. 5, the spatial form): each gate
+then reads a 1×1 convolution of s as well, tanh(W_f ∗ x + V_f ∗ s) ⊙ σ(W_g ∗ x + V_g ∗ s), in both stacks.
+s is not autoregressive (it is given), so the masks' order is unchanged: VQ-VAE-2's bottom prior is conditioned so
+on the top codes (:mod:`vaelab.models.two_level_prior`). ``nll`` is the exact −log p(k) (or −log p(k | s)) per grid;
+``sample`` draws a grid position by position.
 """
 
 from __future__ import annotations
@@ -59,20 +62,28 @@ def gate(x: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLayer(nn.Module):
-    """One layer of both stacks (fig. 2): ``first`` is mask A and no residual connection."""
+    """One layer of both stacks (fig. 2): ``first`` is mask A and no residual connection; with
+    ``condition_channels`` > 0, a 1×1 convolution of the conditioning map s adds V ∗ s inside both stacks' gates
+    (sec. 2.3, eq. 5)."""
 
-    def __init__(self, channels: int, kernel_size: int, first: bool) -> None:
+    def __init__(self, channels: int, kernel_size: int, first: bool, condition_channels: int = 0) -> None:
         super().__init__()
         self.first = first
+        #: V_f and V_g of both stacks at once: 2·channels for the vertical gate's input, 2·channels for the horizontal's
+        self.condition = nn.Conv2d(condition_channels, 4 * channels, 1) if condition_channels else None
         self.vertical = MaskedConv2d(channels, 2 * channels, vertical_mask(kernel_size))
         self.vertical_to_horizontal = nn.Conv2d(2 * channels, 2 * channels, 1)
         self.horizontal = MaskedConv2d(channels, 2 * channels, horizontal_mask(kernel_size, include_centre=not first))
         self.horizontal_out = nn.Conv2d(channels, channels, 1)
 
-    def forward(self, v: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, v: torch.Tensor, h: torch.Tensor,
+                condition: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         v_features = self.vertical(v)
         shifted = F.pad(v_features, (0, 0, 1, 0))[:, :, :-1]  # row r gets row r − 1's features (zero for r = 0)
         h_features = self.horizontal(h) + self.vertical_to_horizontal(shifted)
+        if self.condition is not None:
+            v_condition, h_condition = self.condition(condition).chunk(2, dim=1)
+            v_features, h_features = v_features + v_condition, h_features + h_condition
         h_out = self.horizontal_out(gate(h_features))
         return gate(v_features), h_out if self.first else h + h_out
 
@@ -85,47 +96,68 @@ class GatedPixelCNN(nn.Module):
         channels: the width of both stacks.
         layers: the number of gated layers (the first with mask A).
         kernel_size: the odd kernel size of the masked convolutions.
+        condition_channels: the channels of a conditioning map s that every pass then takes (0: unconditional).
     """
 
-    def __init__(self, num_codes: int, channels: int = 64, layers: int = 8, kernel_size: int = 3) -> None:
+    def __init__(self, num_codes: int, channels: int = 64, layers: int = 8, kernel_size: int = 3,
+                 condition_channels: int = 0) -> None:
         super().__init__()
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"model.code.prior.kernel_size = {kernel_size} is invalid: it must be odd and >= 3")
         if layers < 1 or channels < 1:
             raise ValueError(f"model.code.prior: layers = {layers} and channels = {channels} must be >= 1")
+        if condition_channels < 0:
+            raise ValueError(f"model.code.prior: condition_channels = {condition_channels} must be >= 0 (0: none)")
         self.num_codes = int(num_codes)
+        self.condition_channels = int(condition_channels)
         self.embedding = nn.Embedding(self.num_codes, channels)
-        self.layers = nn.ModuleList(GatedLayer(channels, kernel_size, first=i == 0) for i in range(layers))
+        self.layers = nn.ModuleList(GatedLayer(channels, kernel_size, first=i == 0,
+                                               condition_channels=self.condition_channels) for i in range(layers))
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
                                   nn.Conv2d(channels, self.num_codes, 1))
 
-    def logits_of_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The logits (B, K, H, W) of p(k_i | k_<i) from embedded grids ``x`` (B, channels, H, W): the network
-        itself, open to a gradient test of its masks."""
+    def _check_condition(self, x: torch.Tensor, condition: torch.Tensor | None) -> None:
+        if not self.condition_channels:
+            if condition is not None:
+                raise ValueError("this PixelCNN is unconditional (condition_channels = 0): it takes no condition")
+            return
+        wanted = (x.shape[0], self.condition_channels, *x.shape[2:])
+        if condition is None or tuple(condition.shape) != wanted:
+            got = None if condition is None else tuple(condition.shape)
+            raise ValueError(f"this PixelCNN is conditional: pass a conditioning map of shape {wanted}, got {got}")
+
+    def logits_of_features(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits (B, K, H, W) of p(k_i | k_<i) (or p(k_i | k_<i, s)) from embedded grids ``x``
+        (B, channels, H, W) and the conditioning map ``condition`` s (B, condition_channels, H, W) of a
+        conditional PixelCNN: the network itself, open to a gradient test of its masks."""
+        self._check_condition(x, condition)
         v = h = x
         for layer in self.layers:
-            v, h = layer(v, h)
+            v, h = layer(v, h, condition)
         return self.head(h)
 
-    def logits(self, indices: torch.Tensor) -> torch.Tensor:
-        """The logits (B, K, H, W) of p(k_i | k_<i) for grids of indices (B, H, W)."""
-        return self.logits_of_features(self.embedding(indices).permute(0, 3, 1, 2))
+    def logits(self, indices: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits (B, K, H, W) of p(k_i | k_<i) (given ``condition`` s) for grids of indices (B, H, W)."""
+        return self.logits_of_features(self.embedding(indices).permute(0, 3, 1, 2), condition)
 
-    def nll(self, indices: torch.Tensor) -> torch.Tensor:
-        """−log p(k) per grid (B,), in nats: the cross-entropy summed over the grid's positions."""
-        return F.cross_entropy(self.logits(indices), indices, reduction="none").flatten(1).sum(1)
+    def nll(self, indices: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """−log p(k) (−log p(k | s) given ``condition``) per grid (B,), in nats: the cross-entropy summed over the
+        grid's positions."""
+        return F.cross_entropy(self.logits(indices, condition), indices, reduction="none").flatten(1).sum(1)
 
     @torch.no_grad()
-    def sample(self, n: int, shape: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, n: int, shape: tuple[int, int], generator: torch.Generator | None = None,
+               condition: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` grids (n, H, W) drawn position by position in raster order, on the CPU: the network runs on its own
         device, the draws are made on the CPU with ``generator``, so a seeded generator gives the same grids on
-        any device."""
+        any device. A conditional PixelCNN draws them given ``condition`` (n, condition_channels, H, W), a map on
+        the network's device."""
         height, width = shape
         device = self.embedding.weight.device
         indices = torch.zeros(n, height, width, dtype=torch.long)
         for row in range(height):
             for col in range(width):
-                logits = self.logits(indices.to(device))[:, :, row, col]
+                logits = self.logits(indices.to(device), condition)[:, :, row, col]
                 probs = logits.double().softmax(1).cpu()
                 indices[:, row, col] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         return indices

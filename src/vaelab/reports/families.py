@@ -85,6 +85,7 @@ FAMILIES: tuple[Family, ...] = (
     # no shapes row: its code is a grid of 8 x 8 codebook vectors (1,024 numbers), not a few latent factors, and the
     # disentanglement_lib protocol's boosted trees for DCI did not finish on it in 14 minutes
     Family("vqvae", ("model=vqvae",), own_net=True, prior_stage=("model=vqvae_prior",), shapes=False),
+    Family("vqvae2", ("model=vqvae2",), own_net=True, prior_stage=("model=vqvae2_prior",), shapes=False),
 )
 
 

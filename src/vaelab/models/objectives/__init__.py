@@ -25,10 +25,12 @@ from vaelab.models.objectives.rae import RegularisedAutoencoder
 from vaelab.models.objectives.reconstruction import Reconstruction
 from vaelab.models.objectives.sparse import Sparse
 from vaelab.models.objectives.vqvae import VQVAE
+from vaelab.models.objectives.vqvae2 import VQVAE2
 from vaelab.models.objectives.wae import WAE
 
 __all__ = [
     "AdversarialAutoencoder", "BetaTCVAE", "Capacity", "CIWAE", "Contractive", "DataFacts", "DIPVAE", "Elbo",
     "FactorVAE", "InfoVAE", "IWAE", "JointVAE", "LadderElbo", "MIWAE", "Objective", "ObjectiveValue", "PIWAE",
-    "PriorFit", "Reconstruction", "RegularisedAutoencoder", "Sparse", "tc_decomposition", "VQVAE", "WAE"
+    "PriorFit", "Reconstruction", "RegularisedAutoencoder", "Sparse", "tc_decomposition", "VQVAE", "VQVAE2",
+    "WAE"
 ]
