@@ -70,6 +70,11 @@ class FetchedDataModule(ImageDataModule):
     def folder(self) -> Path:
         return self.data_dir / self.folder_name
 
+    @property
+    def title(self) -> str:
+        """What the messages call the data set (its ``name`` unless a subclass says otherwise)."""
+        return self.name
+
     def _present(self, entry: str) -> bool:
         path = self.folder / entry
         if entry.endswith("/"):
@@ -103,7 +108,8 @@ class FetchedDataModule(ImageDataModule):
                 if not self.missing():
                     return
                 reason = f"the download did not bring {', '.join(self.missing())}"
-        raise missing_files_error(self.name, self.folder, list(self.expected_files), reason, self.layout, self.source)
+        raise missing_files_error(self.title, self.folder, list(self.expected_files), reason, self.layout,
+                                  self.source)
 
     def read_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The training (or test) images as uint8 ``(N, C, H, W)`` and their labels, from files known to be
