@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vaelab.errors import ConfigError
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian_per_pixel", "gaussian_shared", "discretized_logistic")
 LOADERS = ("tensor", "dataloader")
 BINARIZE = ("none", "dynamic", "static")
 
@@ -70,6 +70,7 @@ RULES: dict[str, Rule] = {
     # (0: no validation split: vaelab.tasks.train then trains without validation, keeping the last epoch's checkpoint)
     "data.val_fraction": Rule(lambda v: _is_number(v) and 0 <= v < 1,
                               "a number in [0, 1), e.g. 0.1 (0: no validation split, no validation)"),
+    "data.stream": Rule(lambda v: isinstance(v, bool), "true (stream LitData chunks) or false (the tensor cache)"),
     "data.loader": Rule(lambda v: v in LOADERS, f"one of: {', '.join(LOADERS)}"),
     "data.binarize": Rule(lambda v: v in BINARIZE, f"one of: {', '.join(BINARIZE)}"),
     "ckpt_path": Rule(lambda v: Path(str(v)).is_file(), "the path of an existing checkpoint file (or null)"),

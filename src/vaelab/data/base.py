@@ -23,6 +23,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from vaelab import rules
+from vaelab.data import stream as streaming
 from vaelab.data.loaders import ShardSampler, TensorBatchLoader, shard_size
 from vaelab.errors import ConfigError, DataFileError
 
@@ -58,6 +59,8 @@ class ImageDataModule(LightningDataModule):
         cache_dir: where that cache goes (default ``<data_dir>/vaelab_cache``): a folder you can write to when the
             data folder is read-only. Where it cannot be written, the decoded data stay in memory for this run, with
             a warning saying so.
+        stream: convert the data set once into chunks in ``cache_dir`` and stream them (:mod:`vaelab.data.stream`)
+            instead of holding the decoded splits in memory; ``loader`` is then not used.
     """
 
     #: (channels, height, width) and number of classes; set by each subclass.
@@ -82,8 +85,10 @@ class ImageDataModule(LightningDataModule):
         binarize_seed: int = 1234,
         cache: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        stream: bool = False,
     ) -> None:
         super().__init__()
+        streaming.check_stream(stream)
         for key, value in [("batch_size", batch_size), ("eval_batch_size", eval_batch_size),
                            ("val_fraction", val_fraction), ("loader", loader), ("binarize", binarize)]:
             if value is not None:
@@ -216,9 +221,14 @@ class ImageDataModule(LightningDataModule):
     # ------------------------------------------------------------------ Lightning hooks
     def prepare_data(self) -> None:
         self.download()
+        if self.hparams.stream:  # data.stream=true: convert once, on one process per machine
+            streaming.convert(self)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
+            return
+        if self.hparams.stream:  # data.stream=true: the splits stay in their chunks on disk
+            self.splits = streaming.open_splits(self)
             return
         images, labels = self._decoded(train=True)
         n_val = int(round(len(images) * self.hparams.val_fraction))
@@ -308,6 +318,10 @@ class ImageDataModule(LightningDataModule):
             "rank": trainer.global_rank if trainer is not None else 0,
             "world_size": trainer.world_size if trainer is not None else 1,
         }
+        if self.hparams.stream:  # data.stream=true: LitData's loader over the split's chunks
+            return streaming.stream_loader(images, batch_size, shuffle, seed=order["seed"],
+                                           world_size=order["world_size"], num_workers=self.hparams.num_workers,
+                                           pin_memory=self.hparams.pin_memory)
         # training shards must be even (every rank takes the same number of steps); val/test see every image once
         pad = shuffle
         if self.hparams.loader == "tensor":
