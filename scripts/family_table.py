@@ -6,6 +6,9 @@
     python scripts/family_table.py --families vae,ae --data mnist --seeds 1
     python scripts/family_table.py --render-only     # rewrite the table and plot from logs/families/ as they are
 
+The per-seed numbers go to logs/readme/families/<budget>_<data>.csv (committed): a run's finished seeds replace their
+rows there, the other rows are kept, and the README's table and plot are computed from the CSVs alone.
+
 A run that finished before is not run again (a training whose metrics.json says completed, its checkpoint there):
 an interrupted table goes on where it stopped, a stopped training from its last.ckpt. SIGTERM, SIGINT (Ctrl-C) or
 SIGHUP reach the runs going too: the table passes the signal on, waits for them to end, and exits 128 + the signal.
@@ -17,7 +20,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from vaelab.reports.families import BUDGETS, END, FAMILIES, SEEDS, START, plot, render, run_table
+from vaelab.reports.families import (
+    BUDGETS,
+    END,
+    FAMILIES,
+    SEEDS,
+    START,
+    merge_rows,
+    plot,
+    read_csv,
+    render,
+    run_table,
+    seed_rows,
+    write_csv,
+)
 from vaelab.reports.results import replace_between_markers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +50,8 @@ def main() -> int:
     parser.add_argument("--train-extra", default="", help="comma-separated overrides for every training run")
     parser.add_argument("--doc", type=Path, default=ROOT / "README.md", help="the file holding the table")
     parser.add_argument("--plot", type=Path, default=ROOT / "logs" / "readme" / "families" / "families.png")
+    parser.add_argument("--csv-dir", type=Path, default=ROOT / "logs" / "readme" / "families",
+                        help="the per-seed CSVs (<budget>_<data>.csv) the table is computed from")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time (2 on a 2-core CPU with OMP_NUM_THREADS=1: each run on one core)")
     parser.add_argument("--render-only", action="store_true", help="train nothing; rewrite the table and plot")
@@ -46,9 +64,16 @@ def main() -> int:
         run_table(args.budget, args.out.resolve(), ROOT, args.data_dir, families, args.data.split(","),
                   [int(s) for s in args.seeds.split(",")], tuple(o for o in args.train_extra.split(",") if o),
                   args.jobs)
-    table = render(args.budget, args.out.resolve())
+    # the per-seed numbers: this run's finished seeds replace their rows in the committed CSVs, the rest are kept;
+    # the table and the plot are computed from the CSVs alone
+    rows = {}
+    for data in ("mnist", "shapes"):
+        path = args.csv_dir / f"{args.budget}_{data}.csv"
+        rows[data] = merge_rows(read_csv(path), seed_rows(data, args.out.resolve() / args.budget))
+        write_csv(rows[data], data, path)
+    table = render(args.budget, rows)
     args.doc.write_text(replace_between_markers(args.doc.read_text(), table, START, END))
-    plot(args.budget, args.out.resolve(), args.plot)
+    plot(rows, args.plot)
     print(table)
     return 0
 

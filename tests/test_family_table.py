@@ -23,9 +23,13 @@ from vaelab.reports.families import (
     START,
     eval_overrides,
     mean_sd,
+    merge_rows,
+    read_csv,
     render,
+    seed_rows,
     table_jobs,
     train_overrides,
+    write_csv,
 )
 from vaelab.reports.results import replace_between_markers
 
@@ -56,12 +60,41 @@ def test_the_table_is_read_back_from_the_run_folders(tmp_path):
     unfinished = out / "mnist" / "ae" / "seed1" / "eval"
     unfinished.mkdir(parents=True)
     (unfinished / "metrics.json").write_text(json.dumps({"status": "failed"}))
-    table = render("small", tmp_path)
+    rows = {data: seed_rows(data, out) for data in ("mnist", "shapes")}
+    table = render("small", rows)
     row = next(line for line in table.splitlines() if line.startswith("| vae |"))
     assert "| 2 | 91.00 ± 1.41 |" in row and "0.850 ± 0.071" in row and "1.5 ± 0.7" in row
     assert "| ae |" not in table  # no finished seed: no row
     text = replace_between_markers(f"intro\n{START}\nold\n{END}\nrest", table, START, END)
     assert text.startswith(f"intro\n{START}\nBudget `small`") and text.endswith(f"{END}\nrest")
+
+
+def test_the_table_is_computed_from_the_per_seed_csv_alone(tmp_path):
+    """The committed CSVs are the numbers behind the README's table: written, read back and rendered, they give the
+    table the run folders give, and a run of some families replaces only their rows. Catches a CSV rounded before
+    the mean (the table would differ in the last digit) or a merge that drops the other families' rows."""
+    out = tmp_path / "small"
+    values = {("vae", 1): 90.123456789, ("vae", 2): 92.0, ("iwae", 1): 88.5}
+    for (key, seed), elbo in values.items():
+        folder = out / "mnist" / key / f"seed{seed}"
+        (folder / "eval").mkdir(parents=True)
+        (folder / "eval" / "metrics.json").write_text(json.dumps(
+            {"status": "completed", "test": {"test/neg_elbo": elbo, "test/recall": 1 / 3}}))
+        (folder / "times.json").write_text(json.dumps({"train_seconds": 61.0}))
+    rows = seed_rows("mnist", out)
+    assert [(r["family"], r["seed"]) for r in rows] == [("vae", 1), ("vae", 2), ("iwae", 1)]
+    path = tmp_path / "small_mnist.csv"
+    write_csv(rows, "mnist", path)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header[:3] == ["family", "seed", "neg_elbo"] and "train_minutes" in header
+    back = read_csv(path)
+    assert back == rows
+    assert render("small", {"mnist": back}) == render("small", {"mnist": rows})
+    # a later run of the VAE alone replaces its rows and keeps IWAE's
+    newer = [{**rows[0], "neg_elbo": 80.0}]
+    merged = merge_rows(back, newer)
+    assert sorted((r["family"], r["seed"], r["neg_elbo"]) for r in merged) == [
+        ("iwae", 1, 88.5), ("vae", 1, 80.0), ("vae", 2, 92.0)]
 
 
 def test_the_jobs_go_a_seed_at_a_time_and_a_reused_row_after_its_source():

@@ -23,6 +23,7 @@ figure), written into README.md between ``<!-- families:start -->`` and ``<!-- f
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import statistics
@@ -295,9 +296,11 @@ def run_table(budget_name: str, out: Path, root: Path, data_dir: str | None, fam
 # ----------------------------------------------------------------------------------------------------- the tables
 @dataclass
 class Column:
-    """A table column: its heading, how to read it from one seed's records, digits, and whether higher is better."""
+    """A table column: its heading, its name in the per-seed CSV (``key``), how to read it from one seed's records,
+    digits, and whether higher is better."""
 
     heading: str
+    key: str
     read: Any
     digits: int = 2
     higher: bool | None = None
@@ -309,51 +312,100 @@ def _test(record: dict[str, Any], name: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def _metric(heading: str, name: str, digits: int, higher: bool | None) -> Column:
+    """A column of one test metric of eval.py's record (``test/<name>``)."""
+    return Column(heading, name, lambda e, t: _test(e, name), digits, higher)
+
+
 def mnist_columns() -> list[Column]:
     return [
-        Column("−ELBO", lambda e, t: _test(e, "neg_elbo"), 2, False),
-        Column("−L_K", lambda e, t: _test(e, "neg_iw_bound"), 2, False),
-        Column("recon", lambda e, t: _test(e, "recon"), 2, False),
-        Column("MSE", lambda e, t: _test(e, "mse"), 4, False),
-        Column("active units", lambda e, t: _test(e, "active_units"), 1, None),
-        Column("linear probe", lambda e, t: _test(e, "linear_probe"), 3, True),
-        Column("k-NN", lambda e, t: _test(e, "knn"), 3, True),
-        Column("NMI", lambda e, t: _test(e, "nmi"), 3, True),
-        Column("FCD", lambda e, t: _test(e, "fcd"), 1, False),
-        Column("precision", lambda e, t: _test(e, "precision"), 3, True),
-        Column("recall", lambda e, t: _test(e, "recall"), 3, True),
-        Column("train min", lambda e, t: (t.get("train_seconds", 0) + t.get("prior_seconds", 0)) / 60 or None, 1),
+        _metric("−ELBO", "neg_elbo", 2, False),
+        _metric("−L_K", "neg_iw_bound", 2, False),
+        _metric("recon", "recon", 2, False),
+        _metric("MSE", "mse", 4, False),
+        _metric("active units", "active_units", 1, None),
+        _metric("linear probe", "linear_probe", 3, True),
+        _metric("k-NN", "knn", 3, True),
+        _metric("NMI", "nmi", 3, True),
+        _metric("FCD", "fcd", 1, False),
+        _metric("precision", "precision", 3, True),
+        _metric("recall", "recall", 3, True),
+        # a conditional model's samples: the share the classifier puts in the class asked for (model=cvae)
+        _metric("cond. accuracy", "conditional_accuracy", 3, True),
+        Column("train min", "train_minutes",
+               lambda e, t: (t.get("train_seconds", 0) + t.get("prior_seconds", 0)) / 60 or None, 1),
     ]
 
 
 def shapes_columns() -> list[Column]:
     return [
-        Column("−ELBO", lambda e, t: _test(e, "neg_elbo"), 2, False),
-        Column("MIG", lambda e, t: _test(e, "mig"), 3, True),
-        Column("FactorVAE", lambda e, t: _test(e, "factor_vae"), 3, True),
-        Column("SAP", lambda e, t: _test(e, "sap"), 3, True),
-        Column("DCI-D", lambda e, t: _test(e, "dci_disentanglement"), 3, True),
-        Column("train min", lambda e, t: t.get("train_seconds", 0) / 60 or None, 1),
+        _metric("−ELBO", "neg_elbo", 2, False),
+        _metric("MIG", "mig", 3, True),
+        _metric("FactorVAE", "factor_vae", 3, True),
+        _metric("SAP", "sap", 3, True),
+        _metric("DCI-D", "dci_disentanglement", 3, True),
+        Column("train min", "train_minutes", lambda e, t: t.get("train_seconds", 0) / 60 or None, 1),
     ]
+
+
+def columns_of(data: str) -> list[Column]:
+    return mnist_columns() if data == "mnist" else shapes_columns()
 
 
 def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def family_cells(family: Family, folder: Path, columns: list[Column]) -> tuple[dict[str, str], int]:
-    """The mean ± sd of every column over the seeds found in ``folder``, and how many seeds there were."""
-    seeds = sorted(p for p in folder.glob("seed*") if _done(p))
+def seed_rows(data: str, out: Path) -> list[dict[str, Any]]:
+    """One row per finished (family, seed) of ``data`` under ``out`` (a budget's folder): ``family``, ``seed`` and
+    every column's value (None where the family has none), in the order of :data:`FAMILIES` and of the seeds."""
+    rows = []
+    for family in FAMILIES:
+        for folder in sorted(p for p in (out / data / family.key).glob("seed*") if _done(p)):
+            row: dict[str, Any] = {"family": family.key, "seed": int(folder.name.removeprefix("seed"))}
+            for column in columns_of(data):
+                row[column.key] = column.read(_read(folder / "eval" / RECORD_FILE), _read(folder / "times.json"))
+            rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], data: str, path: Path) -> None:
+    """The per-seed numbers behind a table as CSV: ``family``, ``seed`` and a column per metric (full precision;
+    empty where a family has no value), the rows of :data:`FAMILIES`' order."""
+    order = {f.key: i for i, f in enumerate(FAMILIES)}
+    rows = sorted(rows, key=lambda r: (order.get(r["family"], len(order)), int(r["seed"])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, ["family", "seed", *(c.key for c in columns_of(data))], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else repr(float(v)) if k not in ("family", "seed") else v)
+                             for k, v in row.items()})
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows :func:`write_csv` wrote (values as floats, None where empty); no rows when there is no file."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{k: (v if k == "family" else int(v) if k == "seed" else float(v) if v != "" else None)
+                 for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` with every (family, seed) that ``new`` has replaced by ``new``'s row: a table run on some families
+    keeps the committed numbers of the others."""
+    fresh = {(r["family"], r["seed"]) for r in new}
+    return [r for r in old if (r["family"], r["seed"]) not in fresh] + list(new)
+
+
+def family_cells(rows: list[dict[str, Any]], columns: list[Column]) -> dict[str, str]:
+    """The mean ± sd of every column over one family's seed ``rows``."""
     cells = {}
     for column in columns:
-        values = []
-        for seed in seeds:
-            value = column.read(_read(seed / "eval" / RECORD_FILE), _read(seed / "times.json"))
-            if value is not None:
-                values.append(value)
-        column.values = values
-        cells[column.heading] = mean_sd(values, column.digits)
-    return cells, len(seeds)
+        column.values = [r[column.key] for r in rows if r.get(column.key) is not None]
+        cells[column.heading] = mean_sd(column.values, column.digits)
+    return cells
 
 
 def mean_sd(values: list[float], digits: int) -> str:
@@ -366,39 +418,37 @@ def mean_sd(values: list[float], digits: int) -> str:
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def render_data(data: str, out: Path) -> str:
-    """The markdown table of one data set's families."""
-    columns = mnist_columns() if data == "mnist" else shapes_columns()
+def render_data(data: str, rows: list[dict[str, Any]]) -> str:
+    """The markdown table of one data set's families from its per-seed ``rows``."""
+    columns = columns_of(data)
     headings = ["family", "seeds", *(c.heading for c in columns)]
     lines = ["| " + " | ".join(headings) + " |", "|" + "---|" * len(headings)]
     for family in FAMILIES:
-        if data == "shapes" and not family.shapes:
+        mine = [r for r in rows if r["family"] == family.key]
+        if not mine or (data == "shapes" and not family.shapes):
             continue
-        cells, n = family_cells(family, out / data / family.key, columns)
-        if n == 0:
-            continue
-        lines.append("| " + " | ".join([family.key, str(n), *(cells[c.heading] for c in columns)]) + " |")
+        cells = family_cells(mine, columns)
+        lines.append("| " + " | ".join([family.key, str(len(mine)), *(cells[c.heading] for c in columns)]) + " |")
     return "\n".join(lines)
 
 
-def render(budget_name: str, out: Path) -> str:
-    """Both tables, with what they were measured under."""
-    folder = out / budget_name
+def render(budget_name: str, rows: dict[str, list[dict[str, Any]]]) -> str:
+    """Both tables from the per-seed rows of each data set (:func:`seed_rows`, or :func:`read_csv` of the committed
+    CSVs), with what they were measured under."""
     return "\n".join([
         f"Budget `{budget_name}`: {BUDGETS[budget_name].note}; mean ± sd over the seeds.", "",
-        "**Binarised MNIST** (test split, 10,000 images):", "", render_data("mnist", folder), "",
-        "**Shapes** (test split; disentanglement_lib protocol):", "", render_data("shapes", folder),
+        "**Binarised MNIST** (test split, 10,000 images):", "", render_data("mnist", rows.get("mnist", [])), "",
+        "**Shapes** (test split; disentanglement_lib protocol):", "", render_data("shapes", rows.get("shapes", [])),
     ])
 
 
-def plot(budget_name: str, out: Path, path: Path) -> None:
+def plot(rows: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """Four panels (−L_K, linear probe, FCD, MIG): each family's mean with its seed spread (± sd)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder = out / budget_name
     panels = [("mnist", "−L_K (nats, lower is better)", "neg_iw_bound"),
               ("mnist", "linear probe accuracy", "linear_probe"),
               ("mnist", "FCD (lower is better)", "fcd"), ("shapes", "MIG", "mig")]
@@ -406,8 +456,7 @@ def plot(budget_name: str, out: Path, path: Path) -> None:
     for axis, (data, title, name) in zip(axes, panels, strict=True):
         labels, means, sds = [], [], []
         for family in FAMILIES:
-            seeds = sorted(p for p in (folder / data / family.key).glob("seed*") if _done(p))
-            values = [v for v in (_test(_read(s / "eval" / RECORD_FILE), name) for s in seeds) if v is not None]
+            values = [r[name] for r in rows.get(data, []) if r["family"] == family.key and r.get(name) is not None]
             if values:
                 labels.append(family.key)
                 means.append(statistics.fmean(values))
