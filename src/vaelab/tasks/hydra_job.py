@@ -32,7 +32,8 @@ def in_multirun() -> bool:
 def instantiate_config(config: Any, **kwargs: Any) -> Any:
     """Hydra's ``instantiate``, except that an error vaelab raised for the user inside a constructor (a
     :class:`~vaelab.errors.VaelabError`, e.g. a data folder that is a file) is raised as itself, one message,
-    rather than wrapped in Hydra's "Error in call to target …" with the exception's repr."""
+    rather than wrapped in Hydra's "Error in call to target …" with the exception's repr; also from constructors
+    nested several instantiations deep (the module builds the pure model, which builds its net)."""
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
@@ -42,6 +43,8 @@ def instantiate_config(config: Any, **kwargs: Any) -> Any:
         return instantiate(config, **kwargs)
     except InstantiationException as err:
         cause = err.__cause__
+        while isinstance(cause, InstantiationException):
+            cause = cause.__cause__
         if isinstance(cause, VaelabError):
             raise cause from None
         raise
