@@ -116,6 +116,79 @@ def test_a_class_is_chosen_only_for_a_conditional_model(source):
     assert np.abs(ones - twos).max() > 1e-4
 
 
+# ------------------------------------------------------------------------------------------ a conditional model
+def conditional_model(source: Source, classes: int = 3, **changes) -> vaelab.models.Autoencoder:
+    """The fixture's model, made conditional on ``classes`` classes (fresh weights: these views need no training)."""
+    torch.manual_seed(0)
+    config = {**source.model.config, "compile": False, "num_classes": classes, **changes}
+    return vaelab.models.Autoencoder(**config).eval()
+
+
+def by_hand(model, codes: torch.Tensor, label: int) -> np.ndarray:
+    """The images the decoder gives ``codes`` of class ``label``, without the views."""
+    with torch.no_grad():
+        out = model.mean(model.decode(codes.float(), labels=torch.full((len(codes),), label)))
+    return out.permute(0, 2, 3, 1).numpy()
+
+
+def test_every_view_of_a_conditional_model_encodes_and_decodes_as_the_class_given(source):
+    """Each view passes its ``label`` to the model: the decoded image changes with the class and is the model's own
+    decode of that class; the code read as another class is another code. Wrong versions it catches: a view that
+    drops the label (a conditional model refuses the pass), decodes as another class than the one asked for, or
+    encodes an interpolation's ends as the line's class instead of their own."""
+    model = conditional_model(source)
+    a, b = image(source, 0), image(source, 1)
+    x = torch.from_numpy(a).permute(2, 0, 1)[None]
+    code = views.code_of(model, a, 1)
+    with torch.no_grad():
+        expected = model.embed(x, labels=torch.tensor([1]))[0].double().numpy()
+    np.testing.assert_allclose(code, expected, atol=1e-6)
+    assert np.abs(code - views.code_of(model, a, 2)).max() > 1e-4  # (the encoder sees the class)
+    ones, twos = views.decode(model, code, 1), views.decode(model, code, 2)
+    np.testing.assert_allclose(ones, by_hand(model, torch.from_numpy(code)[None], 1), atol=1e-6)
+    assert np.abs(ones - twos).max() > 1e-4  # (the same code, another class: another image)
+    np.testing.assert_allclose(views.reconstruct(model, a, 2), views.decode(model, views.code_of(model, a, 2), 2)[0],
+                               atol=1e-6)
+    walk = views.traverse(model, a, 0, -2.0, 2.0, 3, label=2)
+    codes = views.traversal_codes(views.code_of(model, a, 2), 0, np.linspace(-2.0, 2.0, 3))
+    np.testing.assert_allclose(walk, by_hand(model, torch.from_numpy(codes), 2), atol=1e-6)
+    # the ends of a line drawn as class 2 from A read as class 0 and B read as class 1
+    strip = views.interpolate(model, a, b, 5, label=2, label_a=0, label_b=1)
+    np.testing.assert_allclose(strip[0], views.decode(model, views.code_of(model, a, 0), 2)[0], atol=1e-5)
+    np.testing.assert_allclose(strip[-1], views.decode(model, views.code_of(model, b, 1), 2)[0], atol=1e-5)
+    same = views.interpolate(model, a, b, 5, label=1)  # one class for both: the ends are the reconstructions
+    np.testing.assert_allclose(same[0], views.reconstruct(model, a, 1), atol=1e-5)
+    np.testing.assert_allclose(same[-1], views.reconstruct(model, b, 1), atol=1e-5)
+    assert np.abs(same - views.interpolate(model, a, b, 5, label=0)).max() > 1e-4
+
+
+def test_a_conditional_model_without_a_class_is_one_message_and_an_unconditional_one_ignores_it(source):
+    model = conditional_model(source)
+    a = image(source, 0)
+    for call in (lambda: views.code_of(model, a), lambda: views.decode(model, np.zeros(4)),
+                 lambda: views.reconstruct(model, a), lambda: views.interpolate(model, a, a, 2, label_a=0)):
+        with pytest.raises(views.MissingClass, match=r"conditional on a class \(model.num_classes=3\): choose the "
+                                                     r"class, one of 0 … 2"):
+            call()
+    plain = source.model
+    code = views.code_of(plain, a)
+    np.testing.assert_array_equal(views.code_of(plain, a, 2), code)
+    np.testing.assert_array_equal(views.decode(plain, code, 2), views.decode(plain, code))
+
+
+def test_a_conditional_aes_slider_units_are_the_spread_of_its_codes_read_as_their_classes(source):
+    """An AE's unit is each dimension's spread over the data: a conditional AE's codes are read as the images' own
+    classes (the wrong version, every image read as one class, gives another spread)."""
+    model = conditional_model(source, code={"_target_": "vaelab.models.codes.PointCode"})
+    images, labels = source.datamodule.fixed_batch("test", 64)
+    labels = labels % 3
+    spread = views.code_spread(model, views.to_numpy(images), labels.numpy())
+    with torch.no_grad():
+        codes = model.embed(images, labels=labels).double().numpy()
+    np.testing.assert_allclose(spread, codes.std(axis=0), rtol=1e-5)
+    assert np.abs(spread - views.code_spread(model, views.to_numpy(images), 0)).max() > 1e-4
+
+
 # ------------------------------------------------------------------------------------------ uploads
 def test_a_good_upload_is_the_image_as_the_model_takes_it(tmp_path):
     pixels = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
@@ -181,6 +254,92 @@ def test_gradio_is_imported_inside_the_explorer_only():
     import subprocess
 
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+# ------------------------------------------------------------------------------------------ the page
+@pytest.fixture(scope="module")
+def conditional(source) -> Source:
+    """The digits' data with a conditional model of their 10 classes."""
+    return Source(conditional_model(source, 10), source.datamodule)
+
+
+def handler(demo, name: str, api_name: str | None = None):
+    """The function the page calls for the event handler ``name`` (and ``api_name``), as the server would call it."""
+    return next(f.fn for f in demo.fns.values() if f.name == name and (api_name is None or f.api_name == api_name))
+
+
+def blocks_named(demo, *labels: str) -> dict[str, object]:
+    return {b.label: b for b in demo.blocks.values() if getattr(b, "label", None) in labels}
+
+
+CLASS_CHOICES = ("Image: its class", "Decoded as the class", "A: its class", "B: its class",
+                 "The line decoded as the class", "Its class", "Class")
+
+
+def test_the_page_of_an_unconditional_model_hides_every_class_choice(source, ckpt):
+    pytest.importorskip("gradio")
+    from vaelab.explorer.app import build, describe
+
+    demo = build(source, parse([f"ckpt_path={ckpt}"]))
+    choices = blocks_named(demo, *CLASS_CHOICES)
+    assert set(choices) == set(CLASS_CHOICES) and not any(b.visible for b in choices.values())
+    assert "conditional" not in describe(source)
+    demo.close()
+
+
+def test_the_page_of_a_conditional_model_offers_each_images_class_following_a_picked_test_image(conditional, ckpt):
+    """The class choices are shown, a test image's starts at its own label and follows the test image picked (not its
+    index: the wrong version), and the image decoded changes with the class chosen for it."""
+    pytest.importorskip("gradio")
+    from vaelab.explorer.app import build, describe
+
+    labels = [conditional.test_label(i) for i in range(conditional.num_test_images)]
+    assert labels[:20] == conditional.datamodule.splits["test"][1][:20].tolist()
+    moved = next(i for i, y in enumerate(labels) if y != i and y != labels[0])  # (its label is not its index)
+    demo = build(conditional, parse([f"ckpt_path={ckpt}"]))
+    choices = blocks_named(demo, *CLASS_CHOICES)
+    assert all(b.visible for b in choices.values())
+    assert choices["Image: its class"].value == choices["Decoded as the class"].value == str(labels[0])
+    assert choices["A: its class"].value == str(labels[0]) and choices["B: its class"].value == str(labels[1])
+    assert "conditional on 10 classes" in describe(conditional)
+    # the sliders tab: a test image picked sets both choices to its class; another class decodes another image
+    picked_out = handler(demo, "pick_test")(moved, None, "0", "0", 0)
+    original, decoded, walk, image_class, drawn_class = picked_out[:5]
+    assert image_class["value"] == drawn_class["value"] == str(labels[moved])
+    x = torch.from_numpy(image(conditional, moved)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        own = conditional.model.reconstruct(x, labels=torch.tensor([labels[moved]]))
+    np.testing.assert_array_equal(decoded, views.display(views.to_numpy(own)[0]))
+    # the sliders at the image's code, decoded as another class: that code drawn as that class
+    other = (labels[moved] + 1) % 10
+    code = views.code_of(conditional.model, image(conditional, moved), labels[moved])
+    moved_out = handler(demo, "move")(moved, None, str(labels[moved]), str(other), 0, *code)
+    np.testing.assert_array_equal(moved_out[0], views.display(views.decode(conditional.model, code, other)[0]))
+    assert np.abs(moved_out[0].astype(int) - decoded.astype(int)).max() > 0
+    # the interpolation: A picked sets A's class and the line's; B picked sets B's only
+    strip, a_class, b_class, line_class = handler(demo, "run_a")(moved, None, "0", 1, None, "0", "0", 4)
+    assert a_class["value"] == line_class["value"] == str(labels[moved])
+    assert strip.shape[1] > strip.shape[0]  # (a strip of 4)
+    _, a_class, b_class, line_class = handler(demo, "run_b")(0, None, "0", moved, None, "0", "0", 4)
+    assert b_class["value"] == str(labels[moved]) and "value" not in a_class and "value" not in line_class
+    demo.close()
+
+
+def test_an_upload_to_a_conditional_model_is_reconstructed_as_the_chosen_class(conditional, ckpt, tmp_path):
+    pytest.importorskip("gradio")
+    from vaelab.explorer.app import build
+
+    demo = build(conditional, parse([f"ckpt_path={ckpt}"]))
+    path = write(tmp_path / "digit.png", (image(conditional, 3)[..., 0] * 255).round().astype(np.uint8), "L")
+    reconstruct = handler(demo, "run", "reconstruct")
+    _, as_two = reconstruct(str(path), "2")
+    _, as_five = reconstruct(str(path), "5")
+    upload = views.read_upload(path, SHAPE)
+    np.testing.assert_array_equal(as_two, views.display(views.reconstruct(conditional.model, upload, 2)))
+    assert np.abs(as_two.astype(int) - as_five.astype(int)).max() > 0
+    assert all(out == {"__type__": "update"} for out in handler(demo, "rerun")(None, "5"))  # (nothing uploaded yet)
+    np.testing.assert_array_equal(handler(demo, "rerun")(str(path), "5")[1], as_five)
+    demo.close()
 
 
 # ------------------------------------------------------------------------------------------ the served page

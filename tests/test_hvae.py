@@ -300,3 +300,103 @@ def test_hvae_trains_samples_and_evaluates_through_the_config(tmp_path):
     test = json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"]
     assert math.isfinite(test["test/neg_iw_bound"])
     assert test["test/neg_iw_bound"] < test["test/neg_elbo"]
+
+
+# ---------------------------------------------------------------------------------------------- the layer traversal
+def traversal_rows(layers: list[torch.Tensor], steps: int) -> list[list[torch.Tensor]]:
+    """Per row of the traversal, each layer's z in its cells (bottom first)."""
+    count = len(layers[0]) // steps
+    return [[z[r * steps : (r + 1) * steps] for z in layers] for r in range(count)]
+
+
+def test_the_layer_traversal_walks_one_dimension_of_one_layer_in_prior_sds_with_the_layers_above_held():
+    """In a row of layer i walking dimension d: z_i moves in d only, by k·σ_p,i,d (σ of p(z_i | z_{i+1}) at the held
+    z_{i+1}; 1 at the top) from the first image's noise-free posterior mean; every layer above stays at that image's
+    noise-free posterior mean; every layer below is the conditional prior's mean given the one above; a layer's rows
+    are its dimensions with the most KL, most first. Wrong versions it catches: every dimension of z_i moved, the
+    steps in σ_q (the posterior's) instead of σ_p, the layers above taken from another image or drawn, the layers
+    below at their posterior means, the dimensions ranked least KL first."""
+    from vaelab.dashboard.layers import LayerTraversal, layer_kl_per_dimension
+
+    model = hvae(seed=4)
+    spread_out(model.code)
+    code, steps = model.code, 5
+    with torch.no_grad():
+        h = model.features(images(4, seed=2))
+        layers, rows, labels = LayerTraversal(max_dims=2, steps=steps, span=2.0).walk(code, h)
+        noise_free = code._top_down(code.bottom_up(h), [None] * code.depth)
+    assert [i for i, _ in rows] == [2, 2, 1, 1, 0, 0] and len(labels) == 6
+    k = torch.linspace(-2.0, 2.0, steps, dtype=torch.float64)
+    kls = code.layer_kls(noise_free)
+    for r, ((i, d), row) in enumerate(zip(rows, traversal_rows(layers, steps), strict=True)):
+        layer = noise_free[i]
+        mu, z_i = layer["mu"][0], row[i]
+        sigma = torch.tensor(1.0, dtype=torch.float64) if i == 2 else (0.5 * layer["logvar_p"][0, d]).exp()
+        others = [c for c in range(z_i.shape[1]) if c != d]
+        torch.testing.assert_close(z_i[:, others], mu[others].expand(steps, -1))  # (only d moves)
+        torch.testing.assert_close(z_i[:, d], mu[d] + k * sigma)
+        assert (sigma - (0.5 * layer["logvar"][0, d]).exp()).abs() > 0.05  # (σ_p and σ_q tell apart here)
+        for j in range(i + 1, code.depth):  # the layers above: the first image's, held
+            torch.testing.assert_close(row[j], noise_free[j]["z"][:1].expand(steps, -1))
+        for j in range(i - 1, -1, -1):  # the layers below: the conditional prior's mean given the one above
+            torch.testing.assert_close(row[j], code.conditional_prior(j, row[j + 1])[0])
+        assert labels[r][0].startswith(f"z{i + 1}[{d}] · ")
+    for i in range(code.depth):  # the per-dimension KL sums to the layer's KL, and the rows take the largest
+        per_dim = layer_kl_per_dimension(noise_free[i])
+        torch.testing.assert_close(per_dim.sum(-1), kls[i])
+        ranked = per_dim.mean(0).argsort(descending=True)[:2].tolist()
+        assert [d for j, d in rows if j == i] == ranked
+        assert per_dim.mean(0)[ranked[0]] > per_dim.mean(0)[ranked[-1]]
+
+
+def test_the_layer_traversal_view_writes_one_card_with_labelled_rows_and_nothing_for_a_vae(monkeypatch):
+    from test_callbacks import RecordingWriter, spy_on_labels
+
+    from vaelab.dashboard import layers as views
+
+    model = hvae().float()
+    labels = spy_on_labels(monkeypatch, views)
+    view = views.LayerTraversal(max_dims=2, steps=5, min_side=8)
+    writer = RecordingWriter()
+    with torch.no_grad():
+        view.draw(writer, "val", 3, model, images(3).float(), torch.zeros(3, dtype=torch.long), None)
+    view.wait()
+    view.teardown(None, model, "fit")
+    assert writer.tags() == ["val/layer_traversal"]
+    rows = labels[0]["rows"]
+    assert [row.split("[")[0] for row in rows] == ["z3", "z3", "z2", "z2", "z1", "z1"]  # layers stacked, top first
+    assert all(" nats · σp " in row for row in rows)
+    assert labels[0]["cols"] == ["−3", "−1.5", "0", "1.5", "3"] and labels[0]["caption"] == "zᵢ = μq + k·σp, k:"
+    card = writer.calls[0].image
+    assert card.ndim == 3 and card.shape[2] == 3 and card.shape[0] >= 6 * 8  # six rows of cells at least 8 px
+    quiet = RecordingWriter()
+    vae = Autoencoder([1, 8, 8], 2, net=SMALL_NET)
+    with torch.no_grad():
+        view.draw(quiet, "val", 0, vae, images(3).float(), torch.zeros(3), vae(images(3).float()))  # a VAE: nothing
+    assert quiet.tags() == []
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"max_dims": 0}, r"callbacks.layer_traversal.max_dims = 0 is invalid: it must be an integer >= 1"),
+    ({"steps": 1}, r"callbacks.layer_traversal.steps = 1 is invalid: it must be an integer >= 2"),
+    ({"span": 0.0}, r"callbacks.layer_traversal.span = 0.0 is invalid: it must be a number > 0"),
+])
+def test_bad_layer_traversal_settings_are_refused_naming_the_key(kwargs, message):
+    from vaelab.dashboard.layers import LayerTraversal
+
+    with pytest.raises(ValueError, match=message):
+        LayerTraversal(**kwargs)
+
+
+def test_the_layers_preset_draws_the_layer_traversal_in_training(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from vaelab.tasks.train import train
+
+    cfg = compose_train(tmp_path, ["model=hvae", "data=digits", "model.code.latent_dims=[4,2]",
+                                   "model.code.hidden_dims=[16,8]", "callbacks=[minimal,layers]", "test=false"])
+    assert cfg.callbacks.layer_traversal._target_ == "vaelab.dashboard.layers.LayerTraversal"
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"val/layer_samples", "val/layer_traversal"} <= set(events.Tags()["images"])

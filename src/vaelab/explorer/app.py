@@ -9,6 +9,11 @@ only (``pip install 'vaelab[explore]'``), so nothing else of vaelab needs it.
 The page is served on 127.0.0.1, this machine only, unless ``server_name`` names another interface; ``share`` (a
 public link through Gradio's relay) is off unless ``share=true``. A bad upload (not an image, another size or colour
 mode) is one message in the page saying what the model takes, never a traceback.
+
+A conditional model (the conditional VAE) encodes and decodes given a class, so beside each picked image the page
+offers its class (a test image's own, which the choice follows as another is picked; the chosen one for an upload)
+and, where an image is decoded, the class to decode it as. For every other model these choices are hidden and the
+page is as it always was.
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ def describe(source: Source) -> str:
     shape = "×".join(map(str, model.image_shape))
     head = (f"## vaelab explorer\n**{type(model.code).__name__}** code of {model.latent_dim} dimensions · images "
             f"{shape} · {model.likelihood.name} likelihood")
+    if model.conditional:
+        head += f" · conditional on {model.num_classes} classes (choose them beside the images)"
     if source.has_data:
         name = type(source.datamodule).__name__
         return f"{head} · data: {name}, {source.num_test_images} test images (pick one by its index)"
@@ -73,12 +80,47 @@ def initial_image(source: Source) -> np.ndarray | None:
 
 
 def spread_of(source: Source) -> np.ndarray:
-    """Each code dimension's slider unit (:func:`views.code_spread`), over the first test images when there are."""
-    images = None
+    """Each code dimension's slider unit (:func:`views.code_spread`), over the first test images when there are (a
+    conditional model's codes read as the images' own classes)."""
+    images = labels = None
     if source.has_data:
-        batch, _ = source.datamodule.fixed_batch("test", SPREAD_IMAGES)
-        images = views.to_numpy(batch)
-    return views.code_spread(source.model, images)
+        batch, labels = source.datamodule.fixed_batch("test", SPREAD_IMAGES)
+        images, labels = views.to_numpy(batch), source.datamodule.class_labels(labels).cpu().numpy()
+    return views.code_spread(source.model, images, labels)
+
+
+# ------------------------------------------------------------------------------------------ a conditional model's class
+def classes_of(source: Source) -> list[str]:
+    """The page's class choices: a conditional model's classes, named by the data where they fit; none (the choices
+    hidden) for any other model."""
+    return views.class_choices(source.model, source.class_names())
+
+
+def class_index(classes: list[str], chosen: str | None) -> int | None:
+    """The class index of the choice ``chosen`` (None: no classes, or nothing chosen)."""
+    return classes.index(chosen) if classes and chosen in classes else None
+
+
+def own_class(source: Source, classes: list[str], index: float | None, upload: str | None) -> str | None:
+    """The choice naming the picked test image's own class, which a class choice follows when a test image is picked;
+    None for an upload (its class is the one chosen), without data, or without classes."""
+    if not classes or upload is not None or not source.has_data:
+        return None
+    return classes[source.test_label(int(index or 0))]
+
+
+def followed(choice: str | None) -> Any:
+    """A class choice set to ``choice``, or left as it is (None)."""
+    import gradio as gr
+
+    return gr.skip() if choice is None else gr.update(value=choice)
+
+
+def class_box(classes: list[str], label: str, value: str | None) -> Any:
+    """A class choice, hidden without classes."""
+    import gradio as gr
+
+    return gr.Dropdown(classes, value=value if classes else None, label=label, visible=bool(classes))
 
 
 def picked(source: Source, index: float | None, upload: str | None) -> np.ndarray:
@@ -100,16 +142,20 @@ def image_box(label: str, **kwargs: Any) -> Any:
     return gr.Image(label=label, format="png", interactive=False, elem_classes=["vaelab-image"], **kwargs)
 
 
-def picker(source: Source, label: str, index: int = 0) -> tuple[Any, Any]:
-    """A test-image index slider (hidden without data) and an upload that replaces it."""
+def picker(source: Source, label: str, index: int = 0) -> tuple[Any, Any, Any]:
+    """A test-image index slider (hidden without data), an upload that replaces it, and the image's class (hidden
+    without classes): the test image's own at first, else the first class."""
     import gradio as gr
 
     last = max(source.num_test_images - 1, 1)  # (a slider needs a range, also when it is hidden)
-    chosen = gr.Slider(0, last, value=min(index, last), step=1, label=f"{label}: test image",
-                       visible=source.has_data)
+    index = min(index, last)
+    chosen = gr.Slider(0, last, value=index, step=1, label=f"{label}: test image", visible=source.has_data)
     upload = gr.File(label=f"{label}: upload an image" + (" (replaces the test image)" if source.has_data else ""),
                      type="filepath", height=120)
-    return chosen, upload
+    classes = classes_of(source)
+    first = own_class(source, classes, min(index, source.num_test_images - 1), None)  # (None without data)
+    klass = class_box(classes, f"{label}: its class", first or (classes[0] if classes else None))
+    return chosen, upload, klass
 
 
 # ------------------------------------------------------------------------------------------ the tabs
@@ -126,42 +172,62 @@ def sliders_tab(source: Source, cfg: DictConfig) -> None:
         return
     spread, span = spread_of(source), float(cfg.span)
     count = min(model.latent_dim, int(cfg.max_sliders))
+    classes = classes_of(source)
 
-    def code_from(index_value: float | None, upload_value: str | None) -> tuple[np.ndarray | None, np.ndarray]:
-        """The picked image (None: nothing uploaded, no data) and its code (zeros for none)."""
+    def code_from(index_value: float | None, upload_value: str | None,
+                  image_class: str | None) -> tuple[np.ndarray | None, np.ndarray]:
+        """The picked image (None: nothing uploaded, no data) and its code (zeros for none), read as its class."""
         if upload_value is None and not source.has_data:
             return None, np.zeros(model.latent_dim)
         image = picked(source, index_value, upload_value)
-        return image, views.code_of(model, image)
+        return image, views.code_of(model, image, class_index(classes, image_class))
 
-    def walk_along(code: np.ndarray, which: float) -> np.ndarray:
+    def walk_along(code: np.ndarray, which: float, label: int | None) -> np.ndarray:
         d = int(which)
         lo, hi = views.slider_ranges(code[d : d + 1], spread[d : d + 1], span)[0]
         codes = views.traversal_codes(code, d, np.linspace(lo, hi, int(cfg.steps)))
-        return views.display(views.decode(model, codes), min_side=80)
+        return views.display(views.decode(model, codes, label), min_side=80)
 
-    def pick(index_value: float | None, upload_value: str | None, which: float) -> list[Any]:
-        image, code = code_from(index_value, upload_value)
+    def pick(index_value: float | None, upload_value: str | None, image_class: str | None, drawn_class: str | None,
+             which: float, follow: bool = False) -> list[Any]:
+        own = own_class(source, classes, index_value, upload_value) if follow else None
+        image_class, drawn_class = (own, own) if own else (image_class, drawn_class)
+        image, code = code_from(index_value, upload_value, image_class)
+        label = class_index(classes, drawn_class)
         bounds = views.slider_ranges(code, spread, span)
         updates = [gr.update(**slider_settings(code[d], *bounds[d])) for d in range(count)]
         shown_image = gr.skip() if image is None else views.display(image)
-        return [shown_image, views.display(views.decode(model, code)[0]), walk_along(code, which), *updates]
+        return [shown_image, views.display(views.decode(model, code, label)[0]), walk_along(code, which, label),
+                followed(own), followed(own), *updates]
 
-    def move(index_value: float | None, upload_value: str | None, which: float, *values: float) -> list[Any]:
-        code = views.with_values(code_from(index_value, upload_value)[1], dict(enumerate(values)))
-        return [views.display(views.decode(model, code)[0]), walk_along(code, which)]
+    def pick_test(index_value: float | None, upload_value: str | None, image_class: str | None,
+                  drawn_class: str | None, which: float) -> list[Any]:
+        """:func:`pick` for a test image picked (or an upload removed): both class choices follow its own class."""
+        return pick(index_value, upload_value, image_class, drawn_class, which, follow=True)
 
-    first, code = code_from(0, None)
+    def move(index_value: float | None, upload_value: str | None, image_class: str | None, drawn_class: str | None,
+             which: float, *values: float) -> list[Any]:
+        code = views.with_values(code_from(index_value, upload_value, image_class)[1], dict(enumerate(values)))
+        label = class_index(classes, drawn_class)
+        return [views.display(views.decode(model, code, label)[0]), walk_along(code, which, label)]
+
+    first_class = own_class(source, classes, 0, None) or (classes[0] if classes else None)
+    first, code = code_from(0, None, first_class)
     ranges = views.slider_ranges(code, spread, span)
     unit = "the prior's standard deviation" if views.unit_scale(model) else "each dimension's spread over the data"
     gr.Markdown(f"Each slider moves one dimension of the picked image's code, ± {span:g} × {unit}."
                 + (f" The first {count} of {model.latent_dim} dimensions have sliders; the others keep the image's "
-                   "code." if count < model.latent_dim else ""))
+                   "code." if count < model.latent_dim else "")
+                + (" The image is encoded as its class (a test image's own; choose an upload's), and the sliders' "
+                   "code is decoded as the class chosen beside it: the same code drawn as another class."
+                   if classes else ""))
     with gr.Row():
-        index, upload = picker(source, "Image")
+        index, upload, image_class = picker(source, "Image")
+        drawn_class = class_box(classes, "Decoded as the class", first_class)
+    label = class_index(classes, first_class)
     with gr.Row():
         original = image_box("Image", value=None if first is None else views.display(first))
-        decoded = image_box("Decoded from the sliders", value=views.display(views.decode(model, code)[0]))
+        decoded = image_box("Decoded from the sliders", value=views.display(views.decode(model, code, label)[0]))
     sliders = []
     with gr.Accordion(f"Latent dimensions ({count})", open=True), gr.Row():
         for d in range(count):
@@ -169,13 +235,15 @@ def sliders_tab(source: Source, cfg: DictConfig) -> None:
                                      elem_classes=["vaelab-latent"]))
     dim = gr.Slider(0, max(model.latent_dim - 1, 1), value=0, step=1, label="Walk one dimension")
     walk = image_box(f"The walk along it from the sliders' code, {cfg.steps} steps over its slider's range",
-                     value=walk_along(code, 0))
+                     value=walk_along(code, 0, label))
 
-    picking = [index, upload, dim]
-    index.change(shown(pick), picking, [original, decoded, walk, *sliders], api_name="pick")
-    upload.change(shown(pick), picking, [original, decoded, walk, *sliders], api_visibility="private")
-    for changed in (*sliders, dim):
-        event = changed.release if changed is not dim else changed.change
+    picking = [index, upload, image_class, drawn_class, dim]
+    outputs = [original, decoded, walk, image_class, drawn_class, *sliders]
+    index.change(shown(pick_test), picking, outputs, api_name="pick")
+    upload.change(shown(pick_test), picking, outputs, api_visibility="private")
+    image_class.input(shown(pick), picking, outputs, api_visibility="private")  # (.input: a person's choice only)
+    for changed in (*sliders, dim, drawn_class):
+        event = changed.release if changed in sliders else changed.input if changed is drawn_class else changed.change
         event(shown(move), [*picking, *sliders], [decoded, walk], api_visibility="private", show_progress="hidden")
 
 
@@ -184,24 +252,48 @@ def interpolation_tab(source: Source, cfg: DictConfig, tab: Any) -> None:
     when a choice changes."""
     import gradio as gr
 
+    classes = classes_of(source)
     with gr.Row():
         with gr.Column():
-            a_index, a_upload = picker(source, "A", 0)
+            a_index, a_upload, a_class = picker(source, "A", 0)
         with gr.Column():
-            b_index, b_upload = picker(source, "B", 1)
-    steps = gr.Slider(2, 16, value=int(cfg.steps), step=1, label="Images (A's reconstruction … B's)")
+            b_index, b_upload, b_class = picker(source, "B", 1)
+    if classes:
+        gr.Markdown("A and B are encoded as their own classes, and the whole line is decoded as one class: the two "
+                    "images' codes drawn in that class.")
+    drawn = class_box(classes, "The line decoded as the class", a_class.value)
+    ends = "A's code … B's, drawn as the line's class" if classes else "A's reconstruction … B's"
+    steps = gr.Slider(2, 16, value=int(cfg.steps), step=1, label=f"Images ({ends})")
     strip = image_box("(1 − α)·code(A) + α·code(B), α from 0 to 1, decoded")
 
-    def run(a: float | None, a_file: str | None, b: float | None, b_file: str | None, n: float) -> Any:
+    def run(a: float | None, a_file: str | None, a_cls: str | None, b: float | None, b_file: str | None,
+            b_cls: str | None, drawn_cls: str | None, n: float, follow: str = "") -> list[Any]:
+        own_a = own_class(source, classes, a, a_file) if follow == "a" else None
+        own_b = own_class(source, classes, b, b_file) if follow == "b" else None
+        a_cls, drawn_cls, b_cls = (own_a or a_cls), (own_a or drawn_cls), (own_b or b_cls)
+        updates = [followed(own_a), followed(own_b), followed(own_a)]
         if not source.has_data and (a_file is None or b_file is None):
-            return gr.skip()  # (uploads only: nothing to show until both are there)
-        images = views.interpolate(source.model, picked(source, a, a_file), picked(source, b, b_file), int(n))
-        return views.display(images, min_side=96)
+            return [gr.skip(), *updates]  # (uploads only: nothing to show until both are there)
+        images = views.interpolate(source.model, picked(source, a, a_file), picked(source, b, b_file), int(n),
+                                   class_index(classes, drawn_cls), class_index(classes, a_cls),
+                                   class_index(classes, b_cls))
+        return [views.display(images, min_side=96), *updates]
 
-    inputs = [a_index, a_upload, b_index, b_upload, steps]
-    tab.select(shown(run), inputs, strip, api_name="interpolate")
-    for changed in inputs:
-        changed.change(shown(run), inputs, strip, api_visibility="private", show_progress="hidden")
+    def run_a(*values: Any) -> list[Any]:
+        """:func:`run` for A picked: A's class and the line's follow its test image's own class."""
+        return run(*values, follow="a")
+
+    def run_b(*values: Any) -> list[Any]:
+        """:func:`run` for B picked: B's class follows its test image's own class."""
+        return run(*values, follow="b")
+
+    inputs = [a_index, a_upload, a_class, b_index, b_upload, b_class, drawn, steps]
+    outputs = [strip, a_class, b_class, drawn]
+    tab.select(shown(run), inputs, outputs, api_name="interpolate")
+    for handler, changed in ((run_a, a_index), (run_a, a_upload), (run_b, b_index), (run_b, b_upload), (run, steps)):
+        changed.change(shown(handler), inputs, outputs, api_visibility="private", show_progress="hidden")
+    for chosen in (a_class, b_class, drawn):  # (.input: a person's choice, not one that followed a picked image)
+        chosen.input(shown(run), inputs, outputs, api_visibility="private", show_progress="hidden")
 
 
 def sampling_tab(source: Source, cfg: DictConfig, tab: Any) -> None:
@@ -219,7 +311,7 @@ def sampling_tab(source: Source, cfg: DictConfig, tab: Any) -> None:
     gr.Markdown("**prior**: z ~ the code's prior. **gmm**: z ~ a Gaussian mixture of "
                 f"{cfg.gmm.n_components} components fitted (at its first use) on the codes of the first {fit} "
                 "training images, as the samples view does (Ghosh et al. 2020).")
-    classes = views.class_choices(model, source.class_names())
+    classes = classes_of(source)
     with gr.Row():
         sampler = gr.Radio(choices, value=choices[0], label="Sample from")
         label = gr.Dropdown(classes, value=classes[0] if classes else None, label="Class", visible=bool(classes))
@@ -229,8 +321,7 @@ def sampling_tab(source: Source, cfg: DictConfig, tab: Any) -> None:
 
     def run(which: str, chosen: str | None, seed_value: float | None) -> np.ndarray:
         drawn = source.gmm() if which == "gmm" else None
-        index = classes.index(chosen) if classes and chosen in classes else None
-        images = views.sample(model, int(cfg.num_samples), int(seed_value or 0), drawn, index)
+        images = views.sample(model, int(cfg.num_samples), int(seed_value or 0), drawn, class_index(classes, chosen))
         return views.display(images, nrow=views.grid_rows(len(images)), min_side=64)
 
     button.click(shown(run), [sampler, label, seed], grid, api_name="sample")
@@ -238,20 +329,30 @@ def sampling_tab(source: Source, cfg: DictConfig, tab: Any) -> None:
 
 
 def reconstruction_tab(source: Source) -> None:
-    """An uploaded image and its reconstruction."""
+    """An uploaded image and its reconstruction (a conditional model's encoded and decoded as the chosen class)."""
     import gradio as gr
 
-    gr.Markdown(f"Upload {views.expected(source.model.image_shape)}.")
-    upload = gr.File(label="Upload an image", type="filepath", height=120)
+    classes = classes_of(source)
+    gr.Markdown(f"Upload {views.expected(source.model.image_shape)}"
+                + (", and choose its class: it is encoded and decoded as that class." if classes else "."))
+    with gr.Row():
+        upload = gr.File(label="Upload an image", type="filepath", height=120)
+        klass = class_box(classes, "Its class", classes[0] if classes else None)
     with gr.Row():
         original = image_box("Uploaded")
         rebuilt = image_box("Reconstruction (decoded from its code)")
 
-    def run(path: str | None) -> tuple[np.ndarray, np.ndarray]:
+    def run(path: str | None, chosen: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         image = views.read_upload(path, source.model.image_shape)
-        return views.display(image), views.display(views.reconstruct(source.model, image))
+        rebuilt_image = views.reconstruct(source.model, image, class_index(classes, chosen))
+        return views.display(image), views.display(rebuilt_image)
 
-    upload.upload(shown(run), upload, [original, rebuilt], api_name="reconstruct")
+    def rerun(path: str | None, chosen: str | None) -> Any:
+        """:func:`run` again for another class chosen; nothing before an image is uploaded."""
+        return (gr.skip(), gr.skip()) if path is None else run(path, chosen)
+
+    upload.upload(shown(run), [upload, klass], [original, rebuilt], api_name="reconstruct")
+    klass.input(shown(rerun), [upload, klass], [original, rebuilt], api_visibility="private")
 
 
 def build(source: Source, cfg: DictConfig) -> Any:

@@ -48,6 +48,12 @@ class Source:
         images, _ = self.datamodule.splits["test"]
         return self.datamodule.convert(images[index : index + 1])[0]
 
+    def test_label(self, index: int) -> int:
+        """Test image ``index``'s class, the one a conditional model is given for it (for factor labels, the data's
+        class factor, as training gives it: :meth:`~vaelab.data.base.ImageDataModule.class_labels`)."""
+        _, labels = self.datamodule.splits["test"]
+        return int(self.datamodule.class_labels(labels[index : index + 1])[0])
+
     def class_names(self) -> list[str]:
         """The data's class names (none without data)."""
         return list(getattr(self.datamodule, "class_names", ())) if self.has_data else []

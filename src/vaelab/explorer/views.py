@@ -4,6 +4,10 @@ Images are ``(H, W, C)`` float arrays in [0, 1] (a strip or a grid of them: ``(N
 likelihood; codes are ``(d,)`` float arrays, the deterministic code (:meth:`Autoencoder.embed`: μ of q(z|x), an AE's
 z). :func:`display` enlarges them for the page. Nothing here knows about Gradio: a bad input is one
 :class:`UploadError` whose message says what the model takes.
+
+A conditional model (``model.conditional``: the conditional VAE) encodes and decodes given a class: every view that
+encodes or decodes takes it as ``label`` (a class index; None for any other model, whose views ignore it), and a
+conditional model given none is one :class:`MissingClass` naming its classes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ GREY_ALIASES = ("1",)
 
 class UploadError(ValueError):
     """An uploaded file the model cannot take; the message says what it is and what the model expects."""
+
+
+class MissingClass(UploadError):
+    """A conditional model asked to encode or decode without a class; the message says which classes it takes. (An
+    :class:`UploadError`, so the page shows it as one message, as it shows a bad upload.)"""
 
 
 # ------------------------------------------------------------------------------------------ tensors and arrays
@@ -79,28 +88,44 @@ def class_choices(model: Any, names: list[str] | None = None) -> list[str]:
     return list(names) if names and len(names) == count else [str(i) for i in range(count)]
 
 
+def given_class(model: Any, label: Any, n: int) -> dict[str, torch.Tensor]:
+    """The keyword a conditional model's encode and decode take for ``n`` images or codes of the class ``label`` (one
+    class index for all, or one per image); nothing for any other model, whatever ``label`` is. A conditional model
+    without a class is one :class:`MissingClass`."""
+    if not getattr(model, "conditional", False):
+        return {}
+    if label is None:
+        raise MissingClass(f"This model is conditional on a class (model.num_classes={model.num_classes}): choose "
+                           f"the class, one of 0 … {model.num_classes - 1}")
+    labels = torch.as_tensor(np.asarray(label), dtype=torch.long, device=model.device).reshape(-1)
+    return {"labels": labels.expand(n) if labels.numel() == 1 else labels}
+
+
 # ------------------------------------------------------------------------------------------ the views
 @torch.no_grad()
-def code_of(model: Any, image: np.ndarray) -> np.ndarray:
-    """The code of one ``(H, W, C)`` image, ``(d,)``."""
-    return model.embed(to_tensor(image).to(model.device))[0].cpu().double().numpy()
+def code_of(model: Any, image: np.ndarray, label: int | None = None) -> np.ndarray:
+    """The code of one ``(H, W, C)`` image, ``(d,)`` (a conditional model's given the image's class ``label``)."""
+    return model.embed(to_tensor(image).to(model.device), **given_class(model, label, 1))[0].cpu().double().numpy()
 
 
 @torch.no_grad()
-def decode(model: Any, codes: np.ndarray) -> np.ndarray:
-    """The images of codes ``(N, d)`` (or one ``(d,)``): ``(N, H, W, C)``."""
+def decode(model: Any, codes: np.ndarray, label: int | None = None) -> np.ndarray:
+    """The images of codes ``(N, d)`` (or one ``(d,)``): ``(N, H, W, C)`` (a conditional model's drawn as the class
+    ``label``)."""
     z = torch.as_tensor(np.atleast_2d(codes), dtype=torch.float32, device=model.device)
-    return to_numpy(model.mean(model.decode(z)))
+    return to_numpy(model.mean(model.decode(z, **given_class(model, label, len(z)))))
 
 
-def code_spread(model: Any, images: np.ndarray | None) -> np.ndarray:
+def code_spread(model: Any, images: np.ndarray | None, labels: Any = None) -> np.ndarray:
     """Each code dimension's unit for the sliders, ``(d,)``: 1 (the prior's standard deviation) for a VAE; for an AE
-    the standard deviation of the codes of ``images`` ``(N, H, W, C)`` (1 where there are none, or where it is 0)."""
+    the standard deviation of the codes of ``images`` ``(N, H, W, C)`` (1 where there are none, or where it is 0), a
+    conditional AE's given the images' classes ``labels``."""
     ones = np.ones(model.latent_dim)
     if unit_scale(model) or images is None or len(images) < 2:
         return ones
     with torch.no_grad():
-        codes = model.embed(to_tensor(images).to(model.device)).cpu().double().numpy()
+        codes = model.embed(to_tensor(images).to(model.device), **given_class(model, labels, len(images)))
+        codes = codes.cpu().double().numpy()
     spread = codes.std(axis=0)
     return np.where(spread > 0, spread, 1.0)
 
@@ -127,29 +152,37 @@ def traversal_codes(code: np.ndarray, dim: int, values: np.ndarray) -> np.ndarra
     return codes
 
 
-def traverse(model: Any, image: np.ndarray, dim: int, lo: float, hi: float, steps: int) -> np.ndarray:
+def traverse(model: Any, image: np.ndarray, dim: int, lo: float, hi: float, steps: int,
+             label: int | None = None) -> np.ndarray:
     """The walk along dimension ``dim`` from ``lo`` to ``hi`` in ``steps`` even steps, from the code of ``image``:
-    ``(steps, H, W, C)``."""
-    return decode(model, traversal_codes(code_of(model, image), dim, np.linspace(lo, hi, steps)))
+    ``(steps, H, W, C)`` (a conditional model's image encoded and the walk decoded as the class ``label``)."""
+    return decode(model, traversal_codes(code_of(model, image, label), dim, np.linspace(lo, hi, steps)), label)
 
 
 @torch.no_grad()
-def reconstruct(model: Any, image: np.ndarray) -> np.ndarray:
-    """The image decoded from the code of ``image`` (no sampling): ``(H, W, C)``."""
-    return to_numpy(model.reconstruct(to_tensor(image).to(model.device)))[0]
+def reconstruct(model: Any, image: np.ndarray, label: int | None = None) -> np.ndarray:
+    """The image decoded from the code of ``image`` (no sampling): ``(H, W, C)`` (a conditional model's encoded and
+    decoded as the class ``label``)."""
+    return to_numpy(model.reconstruct(to_tensor(image).to(model.device), **given_class(model, label, 1)))[0]
 
 
 @torch.no_grad()
-def interpolate(model: Any, a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
+def interpolate(model: Any, a: np.ndarray, b: np.ndarray, steps: int, label: int | None = None,
+                label_a: int | None = None, label_b: int | None = None) -> np.ndarray:
     """The images decoded along the straight line from the code of ``a`` to that of ``b``,
     z = (1 − α)·code(a) + α·code(b) for ``steps`` even α from 0 to 1: ``(steps, H, W, C)``; the ends are the two
-    reconstructions. (A code grid, VQ-VAE's, is interpolated as one vector, as the dashboard's view does.)"""
+    reconstructions. (A code grid, VQ-VAE's, is interpolated as one vector, as the dashboard's view does.)
+
+    A conditional model encodes ``a`` as the class ``label_a`` and ``b`` as ``label_b`` (each ``label`` when not
+    given) and draws the whole line as the class ``label``: the two images' codes (their style) in one class."""
     if steps < 2:
         raise ValueError(f"an interpolation needs at least 2 steps, got {steps}")
-    codes = model.encode(to_tensor(np.stack([a, b])).to(model.device))[0]
+    own = [label if own is None else own for own in (label_a, label_b)]
+    x = to_tensor(np.stack([a, b])).to(model.device)
+    codes = model.encode(x, **given_class(model, None if None in own else own, 2))[0]
     alphas = torch.linspace(0, 1, steps, device=codes.device, dtype=codes.dtype).view(-1, *[1] * (codes.dim() - 1))
     z = codes[:1] + alphas * (codes[1:] - codes[:1])
-    return to_numpy(model.mean(model.decode(z)))
+    return to_numpy(model.mean(model.decode(z, **given_class(model, label, steps))))
 
 
 def fit_gmm(model: Any, datamodule: Any, sampler: Any) -> Any:

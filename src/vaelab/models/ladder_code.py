@@ -258,6 +258,21 @@ class HierarchicalCode(Code):
         """z_1 of ``n`` ancestral draws from the top (the noise from the CPU, the draws on the code's device)."""
         return self.ancestral(self.prior_noise(n, generator))[0]
 
+    # ------------------------------------------------------------------ a layer's traversal (the dashboard's)
+    def posterior_means(self, h: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """The noise-free top-down pass: per layer, bottom first, z_i = μ_q,i with every layer above at its own
+        posterior mean, and the posterior's and conditional prior's μ and log σ² there (``mu_p``, ``logvar_p``:
+        None at the top, whose prior is N(0, I))."""
+        return self._top_down(self.bottom_up(h), [None] * self.depth)
+
+    def prior_means_below(self, i: int, z_i: torch.Tensor) -> list[torch.Tensor]:
+        """z_1 … z_i, bottom first, for ``z_i`` of layer ``i`` (0-based) with every layer below it at its conditional
+        prior's mean given the one above: z_j = μ_p,j(z_{j+1}) for j = i − 1 … 1 (the generative path without noise)."""
+        draws = [z_i]
+        for j in range(i - 1, -1, -1):
+            draws.append(self.conditional_prior(j, draws[-1])[0])
+        return draws[::-1]
+
     # ------------------------------------------------------------------ densities
     def draw(self, h: torch.Tensor, n: int,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
