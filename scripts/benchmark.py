@@ -14,6 +14,8 @@ Variants (each trains the classic 784-400-20 MLP VAE with batch 128 unless it sa
   c_bf16     c with trainer.precision=bf16-mixed (meant for GPUs)
   conv       vaelab with the conv net (model/net=conv), callbacks off
   conv_cl    conv with model.channels_last=true
+  b_tiny     b on a 784-32-2 MLP VAE, where the compute of a step is small and its fixed cost shows
+  c_tiny     c on the same 784-32-2 MLP VAE (model.latent_dim=2, hidden_dims=[32]): vaelab's cost per step
 
 Every variant trains on the same 54,000 images (vaelab's train split) for --warmup epochs (not timed; 2 by default,
 as vaelab's first epoch draws every view once and its rendering runs on into the second), then
@@ -21,8 +23,8 @@ as vaelab's first epoch draws every view once and its rendering runs on into the
 on the 6,000 held-out images every epoch, and that time is counted against them; they then train one more epoch,
 untimed but reported on its own: the last epoch, where every dashboard view draws once whatever its budget, and the
 end of training (the projector, the last checkpoint), a fixed cost that a run of any length pays once. It prints
-images per second, the ratios c/a, c/b and d/c, the peak RSS, and one summary line. It asserts nothing: the
-figures are for a person to read.
+images per second, the ratios c/a, c/b, d/c and c_tiny/b_tiny, the peak RSS, and one summary line. It asserts
+nothing: the figures are for a person to read.
 """
 
 from __future__ import annotations
@@ -56,15 +58,16 @@ FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST"
 
 # --------------------------------------------------------------------------- the hand-written reference
 class ReferenceVAE(nn.Module):
-    """The model of PyTorch's VAE example (examples/vae/main.py): 784-400-20 with ReLU, sigmoid output."""
+    """The model of PyTorch's VAE example (examples/vae/main.py): 784-400-20 with ReLU, sigmoid output (784-32-2
+    for the ``*_tiny`` variants)."""
 
-    def __init__(self) -> None:
+    def __init__(self, hidden: int = 400, latent: int = 20) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(784, 400)
-        self.fc21 = nn.Linear(400, 20)
-        self.fc22 = nn.Linear(400, 20)
-        self.fc3 = nn.Linear(20, 400)
-        self.fc4 = nn.Linear(400, 784)
+        self.fc1 = nn.Linear(784, hidden)
+        self.fc21 = nn.Linear(hidden, latent)
+        self.fc22 = nn.Linear(hidden, latent)
+        self.fc3 = nn.Linear(latent, hidden)
+        self.fc4 = nn.Linear(hidden, 784)
 
     def forward(self, x):
         h1 = F.relu(self.fc1(x.view(-1, 784)))
@@ -79,10 +82,11 @@ def reference_loss(recon_x, x, mu, logvar):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def hand_loop(batches_per_epoch, epochs: int, warmup: int, device: torch.device, n_images: int) -> float:
+def hand_loop(batches_per_epoch, epochs: int, warmup: int, device: torch.device, n_images: int,
+              hidden: int = 400, latent: int = 20) -> float:
     """Train the reference model; return images/s over the timed epochs."""
     torch.manual_seed(0)
-    model = ReferenceVAE().to(device)
+    model = ReferenceVAE(hidden, latent).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
     start = 0.0
@@ -173,6 +177,10 @@ def vaelab_run(args, data_dir: Path, overrides: list[str]) -> float:
 
 
 TAILS: dict[str, list[float]] = {}  # the untimed last epoch + end of training, seconds, per vaelab variant
+#: the *_tiny variants' 784-32-2 MLP VAE (hidden width, latent dimensions), in the hand loop and in vaelab's configs
+TINY = (32, 2)
+TINY_OVERRIDES = [f"model.latent_dim={TINY[1]}", f"model.net.encoder.hidden_dims=[{TINY[0]}]",
+                  f"model.net.decoder.hidden_dims=[{TINY[0]}]"]
 
 
 # --------------------------------------------------------------------------- main
@@ -185,7 +193,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="folder holding MNIST/raw or FashionMNIST/raw (real data)")
     parser.add_argument("--dataset", choices=sorted(FOLDERS), default="mnist")
     parser.add_argument(
-        "--variants", default="a,b,c,d", help="comma-separated, from: a,b,c,d,c_compile,c_bf16,conv,conv_cl"
+        "--variants", default="a,b,c,d",
+        help="comma-separated, from: a,b,c,d,c_compile,c_bf16,conv,conv_cl,b_tiny,c_tiny"
     )
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per variant")
     # two: every dashboard view draws at the first validation epoch, and that drawing's rendering (worker threads)
@@ -251,6 +260,9 @@ def main() -> None:
         "conv": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "model/net=conv"]),
         "conv_cl": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", "model/net=conv",
                                                        "model.channels_last=true"]),
+        # the fixed cost of a step: a model whose compute is small next to it
+        "b_tiny": lambda: hand_loop(loader_b(), args.epochs, args.warmup, device, n, *TINY),
+        "c_tiny": lambda: vaelab_run(args, data_dir, ["callbacks=minimal", *TINY_OVERRIDES]),
     }
     names = args.variants.split(",")
     for name in names:
@@ -265,19 +277,29 @@ def main() -> None:
             print(f"  round {round_ + 1}: {name:<10} {runs[name][-1]:>10,.0f} images/s   "
                   f"peak RSS so far {peak_rss_mb():,.0f} MB", flush=True)
     results = {name: statistics.median(values) for name, values in runs.items()}
+
+    def step_us(images_per_s: float) -> float:
+        """Microseconds per training step of --batch-size images (vaelab's validation included)."""
+        return args.batch_size / images_per_s * 1e6
+
     print("\nmedian of each (images/s; seconds per training epoch of the", n, "images) and all rounds:")
     for name, values in runs.items():
-        print(f"  {name:<10} {results[name]:>10,.0f}  {n / results[name]:6.2f} s/epoch   "
-              f"[{', '.join(f'{v:,.0f}' for v in values)}]")
+        print(f"  {name:<10} {results[name]:>10,.0f}  {n / results[name]:6.2f} s/epoch  "
+              f"{step_us(results[name]):7.0f} µs/step   [{', '.join(f'{v:,.0f}' for v in values)}]")
 
     print("\nratios, each the median over rounds of the ratio within a round (neighbours in time):")
     ratios = []
-    for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("c_bf16", "c"), ("conv_cl", "conv")):
+    for top, bottom in (("c", "a"), ("c", "b"), ("d", "c"), ("c_compile", "c"), ("c_bf16", "c"), ("conv_cl", "conv"),
+                        ("c_tiny", "b_tiny")):
         if top in results and bottom in results:
             per_round = [t / b for t, b in zip(runs[top], runs[bottom], strict=True)]
             ratio = statistics.median(per_round)
             ratios.append(f"{top}/{bottom}={ratio:.2f}")
             print(f"  {top}/{bottom}: {ratio:.2f}   [{', '.join(f'{r:.2f}' for r in per_round)}]")
+    if "c_tiny" in runs and "b_tiny" in runs:
+        extra = [step_us(c) - step_us(b) for c, b in zip(runs["c_tiny"], runs["b_tiny"], strict=True)]
+        print(f"  vaelab's fixed cost per step, c_tiny - b_tiny: {statistics.median(extra):.0f} µs   "
+              f"[{', '.join(f'{e:.0f}' for e in extra)}]")
     if TAILS:
         print("\nthe untimed last epoch with the end of training (seconds, median and all rounds; every view draws "
               "there once):")

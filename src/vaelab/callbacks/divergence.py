@@ -21,6 +21,8 @@ On a non-finite value it raises :class:`DivergedError`, one message naming the s
 
 from __future__ import annotations
 
+import math
+
 import torch
 from lightning import Callback, LightningModule, Trainer
 
@@ -129,10 +131,11 @@ class DivergenceStop(Callback):
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
         step = trainer.global_step
-        finite = torch.isfinite(loss.detach()).all()
         if self.check_every_n_steps == 1:
-            bad = not bool(finite)
+            # (a scalar loss: one read of its value, instead of isfinite, all and then a read)
+            bad = not math.isfinite(loss.item()) if loss.numel() == 1 else not bool(torch.isfinite(loss).all())
         else:  # accumulate on the device, look every n steps
+            finite = torch.isfinite(loss.detach()).all()
             self._flag = ~finite if self._flag is None else self._flag | ~finite
             if (step + 1) % self.check_every_n_steps:
                 return

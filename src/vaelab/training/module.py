@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
@@ -40,6 +40,29 @@ DEFAULT_SCHEDULE = {"_target_": "vaelab.models.schedules.ConstantBeta"}
 DEFAULT_OBJECTIVE = {"_target_": "vaelab.models.objectives.Elbo"}
 #: the epoch sums every objective logs, before its own terms
 BASE_TERMS = ("loss", "recon", "kl")
+
+
+#: the hooks Lightning calls on every callback at every batch (training's also around backward and the optimiser)
+PER_BATCH_HOOKS = (
+    "on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+    "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_start", "on_validation_batch_end",
+    "on_test_batch_start", "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+)
+
+
+def skip_no_op_batch_hooks(callbacks: Sequence[Callback]) -> None:
+    """Switch off the per-batch hooks a callback leaves as :class:`~lightning.Callback`'s no-op.
+
+    Lightning calls every per-batch hook of every callback, each call inside a profiler context named after the
+    callback's ``state_key``: six such hooks a training step for each callback, most of which act once an epoch
+    (docs/performance.md has what that costs a step). Lightning skips a hook whose attribute is not
+    callable (``lightning.pytorch.trainer.call._call_callback_hooks``), so an instance attribute of None in place
+    of the inherited no-op removes the call and changes nothing else. Hooks a callback (or a base such as
+    ``ModelCheckpoint``) overrides, or sets on the instance, are kept."""
+    for callback in callbacks:
+        for name in PER_BATCH_HOOKS:
+            if name not in vars(callback) and getattr(type(callback), name, None) is getattr(Callback, name):
+                setattr(callback, name, None)
 
 
 def data_facts(datamodule: Any, world_size: int = 1) -> DataFacts:
@@ -152,6 +175,14 @@ class AutoencoderModule(LightningModule):
                            "are frozen and kept in eval mode (Lightning's warning of modules in eval mode at the "
                            "start of training is expected)")
         return frozen
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets this plain string before and after every hook call, dozens of times a step; nn.Module's
+        # __setattr__ looks for parameters, buffers and submodules of the name first, which a string never is.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def train(self, mode: bool = True) -> AutoencoderModule:
         """Lightning's switch between training and eval mode, the frozen parts kept in eval mode."""
@@ -286,7 +317,8 @@ class AutoencoderModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Hand the objective what it needs to know of the data (β-TC-VAE: the training set's size; FactorVAE: its
-        batches), from the DataModule Lightning has just set up."""
+        batches), from the DataModule Lightning has just set up; leave out the callbacks' no-op per-batch hooks."""
+        skip_no_op_batch_hooks(self.trainer.callbacks)  # (the callbacks' own setup has run: their list is final)
         if stage == "fit":
             datamodule = getattr(self.trainer, "datamodule", None)
             self.objective.bind(data_facts(datamodule, self.trainer.world_size))
