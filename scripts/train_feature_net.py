@@ -3,6 +3,7 @@ vaelab.metrics.feature_net; see docs/metrics.md).
 
     python scripts/train_feature_net.py mnist --data-dir data     # MNIST in torchvision's layout under data/
     python scripts/train_feature_net.py digits                    # scikit-learn's 8×8 digits, no files needed
+    python scripts/train_feature_net.py shapes_color              # data=shapes_color, rendered, no files needed
 
 It prints the accuracies and the new file's SHA-256; a remade file has a new digest (torch.save stamps each file),
 which goes into FEATURE_NETS in src/vaelab/metrics/feature_net.py.
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("name", choices=sorted(FEATURE_NETS))
     parser.add_argument("--data-dir", default="data", help="the data folder (MNIST/raw/ for mnist)")
     parser.add_argument("--out", default=None, help="where to write the weights (default: the shipped file)")
-    parser.add_argument("--epochs", type=int, default=None, help="default: 8 for mnist, 60 for digits")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="default: 8 for mnist, 60 for digits, 4 for shapes_color")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -112,7 +112,8 @@ def validate_config(cfg: DictConfig, keys: Iterable[str] = tuple(RULES)) -> None
     problems = []
     for key in keys:
         value = OmegaConf.select(cfg, key, default=None)
-        if value is None or (key == "model.likelihood_std" and OmegaConf.select(cfg, "model.likelihood") != "gaussian"):
+        if value is None or (key == "model.likelihood_std"
+                                  and OmegaConf.select(cfg, "model.likelihood") not in ("gaussian", "gaussian_shared")):
             continue
         message = problem(key, value)
         if message:

@@ -8,11 +8,14 @@ from vaelab.data.dsprites import DSpritesDataModule
 from vaelab.data.image_folder import ImageFolderDataModule
 from vaelab.data.loaders import ShardSampler, TensorBatchLoader
 from vaelab.data.omniglot import OmniglotDataModule
-from vaelab.data.shapes import ShapesDataModule
+from vaelab.data.shapes import ColorShapesDataModule, ShapesDataModule
 from vaelab.data.shapes3d import Shapes3DDataModule
 from vaelab.data.svhn import SVHNDataModule
 from vaelab.data.torchvision_sets import FashionMNISTDataModule, MNISTDataModule
 
-__all__ = ["CIFAR10DataModule", "CelebADataModule", "DSpritesDataModule", "DigitsDataModule", "FashionMNISTDataModule",
-           "ImageDataModule", "ImageFolderDataModule", "MNISTDataModule", "OmniglotDataModule", "SVHNDataModule",
-           "ShapesDataModule", "Shapes3DDataModule", "ShardSampler", "TensorBatchLoader"]
+__all__ = [
+    "CIFAR10DataModule", "CelebADataModule", "ColorShapesDataModule", "DSpritesDataModule", "DigitsDataModule",
+    "FashionMNISTDataModule", "ImageDataModule", "ImageFolderDataModule", "MNISTDataModule",
+    "OmniglotDataModule", "SVHNDataModule", "ShapesDataModule", "Shapes3DDataModule", "ShardSampler",
+    "TensorBatchLoader"
+]

@@ -32,10 +32,17 @@ in train).
 
 Labels: all five factor indices of each image, int64 ``(N, 5)``; ``color_by`` names the factor whose index serves as
 the class for colouring plots (:meth:`~vaelab.data.base.ImageDataModule.class_labels`).
+
+Colour (``data=shapes_color``, :class:`ColorShapesDataModule`): the same shapes drawn in one of ``n_colors`` hues on
+black, as the colour-dSprites of disentanglement_lib (Locatello et al. 2019, sec. 5) draw dSprites' shapes in
+colour; the hue is a sixth factor, ``color``, after the five above: hue k is ``k / n_colors`` of the colour circle
+at full saturation and value (6 hues: red, yellow, green, cyan, blue, magenta), RGB uint8 ``(N, 3, H, W)``, and the
+labels are ``(N, 6)``. Colour changes no symmetry, so the duplicates and the held-out classes are as above, per hue.
 """
 
 from __future__ import annotations
 
+import colorsys
 import logging
 import math
 
@@ -53,6 +60,7 @@ FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
 MAX_RADIUS = 0.25  # circumradius of a shape at scale 1, as a fraction of the image side
 TEST_SPLIT_SEED = 0  # fixed: the test set is part of the data set's definition, not of a run's config
 RENDER_VERSION = 1  # bump when the drawing changes (it is part of the cache key)
+COLOR_VERSION = 1  # bump when the palette of data=shapes_color changes (part of its cache key)
 _PIXELS_PER_CHUNK = 1 << 22  # rendering works on (chunk, H, W) float64 arrays of at most 32 MB
 #: pixels rendered per second, for the time a split takes (measured on the 2-core development machine: see
 #: docs/failures.md); an estimate said before a long rendering, not a promise
@@ -87,6 +95,7 @@ class ShapesDataModule(ImageDataModule):
     name = "shapes"
     binary_images = True
     factor_names = FACTOR_NAMES
+    channels = 1
 
     def __init__(
         self,
@@ -107,10 +116,10 @@ class ShapesDataModule(ImageDataModule):
                 raise ConfigError(f"data.{key} must be an integer >= {8 if key == 'image_size' else 1}, got {value}")
         if not 0.0 <= float(test_fraction) < 1.0:
             raise ConfigError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
-        if color_by not in FACTOR_NAMES:
-            raise ConfigError(f"unknown data.color_by={color_by!r}: choose one of {', '.join(FACTOR_NAMES)}")
+        if color_by not in self.factor_names:
+            raise ConfigError(f"unknown data.color_by={color_by!r}: choose one of {', '.join(self.factor_names)}")
         self.image_size, self.test_fraction = int(image_size), float(test_fraction)
-        self.image_shape = (1, self.image_size, self.image_size)
+        self.image_shape = (self.channels, self.image_size, self.image_size)
         self.factor_sizes: tuple[int, ...] = (len(SHAPES), int(n_scales), int(n_orientations), int(n_positions),
                                               int(n_positions))
         positions = np.linspace(0.0, 1.0, int(n_positions))
@@ -122,10 +131,14 @@ class ShapesDataModule(ImageDataModule):
             positions,
             positions.copy(),
         ]
+        self._add_factors()
         self.color_by = color_by
-        self.color_index = FACTOR_NAMES.index(color_by)
+        self.color_index = self.factor_names.index(color_by)
         self.num_classes = self.factor_sizes[self.color_index]
         self.class_names = self._value_names(self.color_index)
+
+    def _add_factors(self) -> None:
+        """Factors a subclass adds after the five shape factors (to ``factor_sizes`` and ``factor_values``)."""
 
     def _value_names(self, factor: int) -> tuple[str, ...]:
         if factor == 0:
@@ -182,9 +195,17 @@ class ShapesDataModule(ImageDataModule):
         The images are written chunk by chunk into the one output tensor, so rendering needs the output's memory
         and a chunk's (:data:`_PIXELS_PER_CHUNK`), not several copies of the output (737,280 images of 64×64 are
         3 GB)."""
-        factors = np.asarray(factor_indices, dtype=np.int64).reshape(-1, len(FACTOR_NAMES))
+        return self._masks(self._checked_factors(factor_indices))
+
+    def _checked_factors(self, factor_indices: np.ndarray) -> np.ndarray:
+        """``factor_indices`` as int64 ``(n, F)``, F = ``len(factor_sizes)``, or a ValueError if one is out of range."""
+        factors = np.asarray(factor_indices, dtype=np.int64).reshape(-1, len(self.factor_sizes))
         if len(factors) and ((factors < 0).any() or (factors >= np.asarray(self.factor_sizes)).any()):
             raise ValueError(f"factor indices out of range for factor sizes {self.factor_sizes}")
+        return factors
+
+    def _masks(self, factors: np.ndarray) -> torch.Tensor:
+        """The shapes of checked factor indices (their first five columns) as uint8 ``(n, 1, H, W)``, 0 or 255."""
         size = self.image_size
         canonical = self._canonical(factors)
         out = torch.empty((len(factors), 1, size, size), dtype=torch.uint8)
@@ -209,15 +230,69 @@ class ShapesDataModule(ImageDataModule):
         return out
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``n`` combinations drawn uniformly from the full product (train and test alike): int64 ``(n, 5)``."""
+        """``n`` combinations drawn uniformly from the full product (train and test alike): int64 ``(n, F)``."""
         return np.stack([rng.integers(size, size=n) for size in self.factor_sizes], axis=1).astype(np.int64)
 
     def sample_with_fixed_factor(
         self, factor: int | str, n: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, torch.Tensor]:
         """``n`` combinations drawn uniformly from the full product with factor ``factor`` (an index or a name) held
-        at one value drawn uniformly, and their images: ``(factor indices (n, 5), uint8 images (n, 1, H, W))``."""
-        k = FACTOR_NAMES.index(factor) if isinstance(factor, str) else int(factor)
+        at one value drawn uniformly, and their images: ``(factor indices (n, F), uint8 images (n, C, H, W))``."""
+        k = self.factor_names.index(factor) if isinstance(factor, str) else int(factor)
         factors = self.sample_factors(n, rng)
         factors[:, k] = rng.integers(self.factor_sizes[k])
         return factors, self.render(factors)
+
+
+COLOR_FACTOR_NAMES = (*FACTOR_NAMES, "color")
+
+
+def hue_palette(n_colors: int) -> torch.Tensor:
+    """``n_colors`` hues evenly round the colour circle (hue k / n, from red), at full saturation and value: uint8
+    ``(n_colors, 3)`` RGB."""
+    rgb = [colorsys.hsv_to_rgb(k / n_colors, 1.0, 1.0) for k in range(n_colors)]
+    return torch.tensor(np.round(np.asarray(rgb) * 255), dtype=torch.uint8)
+
+
+class ColorShapesDataModule(ShapesDataModule):
+    """The shapes of :class:`ShapesDataModule`, each drawn in one of ``n_colors`` hues on black (the module
+    docstring's "Colour"): RGB images and a sixth factor, ``color``.
+
+    Args:
+        n_colors: how many hues the colour factor takes (evenly round the colour circle, from red; 6 by default).
+        *args, **kwargs: :class:`ShapesDataModule`'s.
+    """
+
+    name = "shapes_color"
+    binary_images = False
+    factor_names = COLOR_FACTOR_NAMES
+    channels = 3
+
+    def __init__(self, *args, n_colors: int = 6, **kwargs) -> None:
+        if isinstance(n_colors, bool) or int(n_colors) != n_colors or not 1 <= n_colors <= 256:
+            raise ConfigError(f"data.n_colors = {n_colors} is invalid: it must be an integer from 1 to 256 (the "
+                              "number of hues shapes are drawn in)")
+        self.n_colors = int(n_colors)
+        #: the RGB colour of each value of the colour factor, uint8 ``(n_colors, 3)``
+        self.palette = hue_palette(self.n_colors)
+        super().__init__(*args, **kwargs)
+
+    def _add_factors(self) -> None:
+        self.factor_sizes = (*self.factor_sizes, self.n_colors)
+        self.factor_values.append(np.arange(self.n_colors) / self.n_colors)  # the hue, as a fraction of the circle
+
+    def _value_names(self, factor: int) -> tuple[str, ...]:
+        if factor == len(FACTOR_NAMES):
+            return tuple(f"hue {360 * v:g}°" for v in self.factor_values[factor])
+        return super()._value_names(factor)
+
+    def cache_key(self) -> list:
+        return [*super().cache_key(), COLOR_VERSION, self.palette.tolist()]
+
+    def render(self, factor_indices: np.ndarray) -> torch.Tensor:
+        """Images of any combinations, given as factor indices ``(n, 6)``: uint8 RGB ``(n, 3, H, W)``, the shape in
+        its hue (``palette[color]``) on black."""
+        factors = self._checked_factors(factor_indices)
+        masks = self._masks(factors)  # (n, 1, H, W), 0 or 255
+        colours = self.palette[torch.from_numpy(factors[:, -1])][:, :, None, None]  # (n, 3, 1, 1)
+        return (masks // 255) * colours

@@ -1,22 +1,27 @@
-"""Small digit classifiers trained here, whose penultimate layer is the feature space of the sample-quality metrics.
+"""Small classifiers trained here, whose penultimate layer is the feature space of the sample-quality metrics.
 
 No Inception network can be downloaded on this project's machines, so the Fréchet distance and precision/recall
 (:mod:`vaelab.metrics.sample_quality`) are computed on the features of a classifier trained here on the same kind
 of images: a "Fréchet classifier distance", not the FID of Heusel et al. (2017), which is defined on Inception's
-pool3 features. Two networks ship as package data, each checked against its SHA-256 when loaded:
+pool3 features. Three networks ship as package data, each checked against its SHA-256 when loaded:
 
 * ``mnist``: 28×28 images, three 3×3 conv blocks (32, 64, 64 channels, each ReLU and 2×2 max-pooling), a
   128-unit ReLU layer and the 10-way output; trained on MNIST's 60,000 training images.
 * ``digits``: 8×8 images (scikit-learn's digits, vaelab's default data set), two 3×3 convs (32, 64 channels, one
   2×2 max-pool), a 64-unit ReLU layer and the 10-way output; trained on the train split as
   :class:`~vaelab.data.DigitsDataModule` draws it (never on its val or test images).
+* ``shapes_color``: 3 × 32 × 32 RGB images (``data=shapes_color``), three 3×3 conv blocks (16, 32, 64 channels,
+  each ReLU; 2×2 max-pooling after the first two, a global max-pool after the third), a 128-unit ReLU layer and
+  an 18-way output: the shape × colour class
+  (shape · 6 + colour) of the image; trained on the train split as
+  :class:`~vaelab.data.shapes.ColorShapesDataModule` draws it with ``conf/data/shapes_color.yaml``'s settings.
 
 The features are the pre-activations of the 128- (64-) unit layer (see :meth:`FeatureNet.features`).
 
-Both take images as floats in [0, 1] (or uint8 in 0..255), shape ``(N, 1, H, W)`` or ``(N, H, W)``, and are
-trained on grey-level images and on Bernoulli draws of them (half of the MNIST batches, a quarter of the digits'),
-so binarised data and binary samples are in their domain (:data:`TRAINING`). ``scripts/train_feature_net.py``
-remakes a file (the command is in docs/metrics.md).
+They take images as floats in [0, 1] (or uint8 in 0..255), shape ``(N, C, H, W)`` (or ``(N, H, W)`` for the grey
+ones). The digit networks are trained on grey-level images and on Bernoulli draws of them (half of the MNIST
+batches, a quarter of the digits'), so binarised data and binary samples are in their domain (:data:`TRAINING`).
+``scripts/train_feature_net.py`` remakes a file (the command is in docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FEATURE_NETS", "FeatureNet", "WeightsError", "check_weights", "extract_features", "load_feature_net",
-           "train_classifier"]
+__all__ = ["FEATURE_NETS", "FeatureNet", "WeightsError", "check_weights", "extract_features", "feature_net_for",
+           "load_feature_net", "train_classifier"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -50,24 +55,45 @@ class FeatureNetSpec:
     sha256: str
     #: the exact command that remakes the file (run from the repository root; see docs/metrics.md)
     command: str
+    #: the accuracy of the shipped file on its data's test split (measured when it was made)
+    test_accuracy: float | None = None
+    channels: int = 1
+    num_classes: int = 10
 
     @property
     def path(self) -> Path:
         return WEIGHTS_DIR / self.filename
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The (channels, height, width) of the images the network takes."""
+        return (self.channels, self.image_size, self.image_size)
 
 
 FEATURE_NETS: dict[str, FeatureNetSpec] = {
     "mnist": FeatureNetSpec(
         "mnist", 28, "mnist_classifier.pt",
         "130a09eef2b41503a6cdfedb540cce29a0eb8fb1a1ae144cc79efdd99d1f8c95",
-        "python scripts/train_feature_net.py mnist --data-dir data",
+        "python scripts/train_feature_net.py mnist --data-dir data", test_accuracy=0.9933,
     ),
     "digits": FeatureNetSpec(
         "digits", 8, "digits_classifier.pt",
         "f88701fd0a93272cf8c3c9dc9e34f100a3d57b7701d6ed646b7b4bf1f01af019",
-        "python scripts/train_feature_net.py digits",
+        "python scripts/train_feature_net.py digits", test_accuracy=0.9889,
+    ),
+    "shapes_color": FeatureNetSpec(
+        "shapes_color", 32, "shapes_color_classifier.pt",
+        "77ffdef9fed1302071bc8477a9bdb85de72b2345d51fc7ff94255393661dab2c",
+        "python scripts/train_feature_net.py shapes_color", test_accuracy=0.9729, channels=3, num_classes=18,
     ),
 }
+
+
+def feature_net_for(image_shape: Any) -> str | None:
+    """The name of the shipped feature network for images of ``image_shape`` (channels, height, width): MNIST's
+    1×28×28, the digits' 1×8×8, shapes_color's 3×32×32; None for any other shape."""
+    shape = tuple(int(s) for s in image_shape)
+    return next((name for name, spec in FEATURE_NETS.items() if spec.image_shape == shape), None)
 
 
 class FeatureNet(nn.Module):
@@ -79,13 +105,24 @@ class FeatureNet(nn.Module):
         if name not in FEATURE_NETS:
             raise ValueError(f"unknown feature network {name!r}: choose one of {sorted(FEATURE_NETS)}")
         self.name = name
-        self.image_size = FEATURE_NETS[name].image_size
+        spec = FEATURE_NETS[name]
+        self.image_size, self.channels = spec.image_size, spec.channels
         if name == "mnist":
             self.body = nn.Sequential(
                 nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 14×14
                 nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 7×7
                 nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 3×3
                 nn.Flatten(), nn.Linear(64 * 3 * 3, 128),
+            )
+            width = 128
+        elif name == "shapes_color":
+            # (a global max-pool: a shape's features are the same wherever it is; with a flattened 4×4 map the
+            # classifier had to learn each shape at every position, and stayed at chance on shape for 1,000 steps)
+            self.body = nn.Sequential(
+                nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 16×16
+                nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # 8×8
+                nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
+                nn.Flatten(), nn.Linear(64, 128),
             )
             width = 128
         else:
@@ -96,21 +133,20 @@ class FeatureNet(nn.Module):
             )
             width = 64
         self.dropout = nn.Dropout(0.3)
-        self.head = nn.Linear(width, 10)
+        self.head = nn.Linear(width, spec.num_classes)
         self.feature_dim = width
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """``images`` as a float ``(N, 1, S, S)`` batch in [0, 1] on this net's device, or a ValueError."""
+        """``images`` as a float ``(N, C, S, S)`` batch in [0, 1] on this net's device, or a ValueError."""
         if not isinstance(images, torch.Tensor):
             images = torch.as_tensor(images)
-        if images.ndim == 3:
+        if images.ndim == 3 and self.channels == 1:
             images = images.unsqueeze(1)
-        s = self.image_size
-        if images.ndim != 4 or tuple(images.shape[1:]) != (1, s, s):
-            raise ValueError(
-                f"the {self.name} feature network takes grey images of shape (N, 1, {s}, {s}) or (N, {s}, {s}), "
-                f"got {tuple(images.shape)}"
-            )
+        s, c = self.image_size, self.channels
+        if images.ndim != 4 or tuple(images.shape[1:]) != (c, s, s):
+            kind = f"grey images of shape (N, 1, {s}, {s}) or (N, {s}, {s})" if c == 1 else \
+                f"images of shape (N, {c}, {s}, {s})"
+            raise ValueError(f"the {self.name} feature network takes {kind}, got {tuple(images.shape)}")
         if images.dtype == torch.uint8:
             images = images.float() / 255.0
         elif not images.is_floating_point():
@@ -171,7 +207,7 @@ def check_weights(name: str, path: str | Path | None = None, *, sha256: str | No
 
 def load_feature_net(name: str, path: str | Path | None = None, *, sha256: str | None = None,
                      device: str | torch.device = "cpu") -> FeatureNet:
-    """The shipped feature network ``name`` (``mnist`` or ``digits``) in eval mode, its file's SHA-256 checked.
+    """The shipped feature network ``name`` (one of :data:`FEATURE_NETS`) in eval mode, its file's SHA-256 checked.
 
     ``path`` loads another file of the same architecture instead (then ``sha256``, if given, is checked; the
     shipped file is always checked against :data:`FEATURE_NETS`). A missing file or a digest that differs raises a
@@ -207,14 +243,14 @@ def extract_features(net: FeatureNet, images: Any, batch_size: int = 1000) -> to
 def _augment(x: torch.Tensor, shift: int, binarised: float, generator: torch.Generator) -> torch.Tensor:
     """Random translations by up to ``shift`` pixels (zero padding), and a Bernoulli draw of a fraction
     ``binarised`` of the images."""
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     if shift:
         padded = nn.functional.pad(x, (shift, shift, shift, shift))
         dy = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * shift + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h))[:, :, None].expand(n, h, w)
-        cols = (dx[:, None] + torch.arange(w))[:, None, :].expand(n, h, w)
-        x = padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None].expand(n, c, h, w)
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :].expand(n, c, h, w)
+        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
     binary = torch.rand(n, generator=generator) < binarised
     draw = torch.bernoulli(x, generator=generator)
     return torch.where(binary[:, None, None, None], draw, x)
@@ -264,21 +300,43 @@ def train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, *, e
 
 
 #: :func:`train_classifier`'s settings per network: 8×8 digits shifted by 2 pixels lose too much, and a Bernoulli
-#: draw of an 8×8 grey digit too (the digits are grey in vaelab's default runs; binarised MNIST is the literature's)
+#: draw of an 8×8 grey digit too (the digits are grey in vaelab's default runs; binarised MNIST is the literature's);
+#: the coloured shapes are 0 or 255 in every channel already (a Bernoulli draw changes nothing), and the grid of
+#: positions covers the image, so a 1-pixel shift only blurs the position factor a little
 TRAINING: dict[str, dict[str, Any]] = {
     "mnist": {"epochs": 8, "shift": 2, "binarised": 0.5},
     "digits": {"epochs": 60, "shift": 1, "binarised": 0.25},
+    "shapes_color": {"epochs": 4, "shift": 1, "binarised": 0.0, "batch_size": 64, "lr": 2e-3},
 }
+
+
+def shape_color_class(factors: torch.Tensor, n_colors: int) -> torch.Tensor:
+    """The class the ``shapes_color`` network is trained to tell, of ``(N, 6)`` factor labels: shape · n_colors +
+    colour (shape in column 0, colour in the last)."""
+    return factors[:, 0] * n_colors + factors[:, -1]
+
+
+#: the data set's settings in ``conf/data/shapes_color.yaml`` (tests/test_colour.py checks they agree)
+SHAPES_COLOR_SETTINGS = {"image_size": 32, "n_scales": 4, "n_orientations": 10, "n_positions": 8, "n_colors": 6,
+                         "test_fraction": 0.1, "val_fraction": 0.1, "split_seed": 42}
 
 
 def _splits(name: str, data_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The data a network trains and is tested on, as vaelab's DataModules split it: MNIST's 60,000 training
     images (``val_fraction=0``) and its 10,000 test images; the digits' train / val / test splits (1,293 / 144 /
-    360, the data set's defaults)."""
+    360, the data set's defaults); shapes_color's (``conf/data/shapes_color.yaml``'s settings, rendered here:
+    37,319 / 4,146 / 4,615), labelled by :func:`shape_color_class`."""
     if name == "mnist":
         from vaelab.data import MNISTDataModule
 
         datamodule = MNISTDataModule(data_dir=data_dir, val_fraction=0.0, download=False, cache=False)
+    elif name == "shapes_color":
+        from vaelab.data.shapes import ColorShapesDataModule
+
+        datamodule = ColorShapesDataModule(data_dir=data_dir, cache=False, **SHAPES_COLOR_SETTINGS)
+        datamodule.setup()
+        return {k: (images, shape_color_class(labels, datamodule.n_colors))
+                for k, (images, labels) in datamodule.splits.items() if len(images)}
     else:
         from vaelab.data import DigitsDataModule
 
@@ -303,8 +361,9 @@ def make_feature_net(name: str, data_dir: str | Path = "data", out: str | Path |
     for split, (images, labels) in splits.items():
         report[f"{split}_accuracy"] = accuracy(net, images, labels)
     test_images, test_labels = splits["test"]
-    draw = torch.bernoulli(test_images.float() / 255.0, generator=torch.Generator().manual_seed(1234))
-    report["test_accuracy_binarised"] = accuracy(net, draw, test_labels)
+    if FEATURE_NETS[name].channels == 1:  # (a Bernoulli draw of 0/255 colour images is the images themselves)
+        draw = torch.bernoulli(test_images.float() / 255.0, generator=torch.Generator().manual_seed(1234))
+        report["test_accuracy_binarised"] = accuracy(net, draw, test_labels)
     path = Path(out) if out is not None else FEATURE_NETS[name].path
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(net.state_dict(), path)

@@ -11,6 +11,7 @@ All values are per image and in nats unless a name says bits.
 References:
     Burda, Grosse & Salakhutdinov (2016), *Importance Weighted Autoencoders*, ICLR.
     Kingma & Welling (2014), *Auto-Encoding Variational Bayes*, ICLR.
+    Theis, van den Oord & Bethge (2016), *A note on the evaluation of generative models*, ICLR (sec. 3.1).
 """
 
 from __future__ import annotations
@@ -88,15 +89,24 @@ def importance_weighted_bound(
                                                     labels)
 
 
-def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int) -> float | torch.Tensor:
-    """Convert a negative log-likelihood (bound) in nats per image to bits per dimension: nats / (D · ln 2).
+#: the values an 8-bit pixel takes: a density on [0, 1] becomes a probability per value by the width 1/256 of its bin
+PIXEL_LEVELS = 256
 
-    ``num_dims`` is D, the number of values per image (channels × height × width). This is a unit conversion
-    only: no dequantization offset for discrete pixels is added.
+
+def bits_per_dim(nats_per_image: float | torch.Tensor, num_dims: int,
+                 dequantise: bool = False) -> float | torch.Tensor:
+    """Convert a negative log-likelihood (bound) in nats per image to bits per dimension.
+
+    ``num_dims`` is D, the number of values per image (channels × height × width). For −log of a probability mass
+    function over the pixel values (Bernoulli, the discretised logistic) it is a unit conversion: nats / (D ln 2).
+    For −log of a density on x in [0, 1] (a Gaussian), ``dequantise=True`` makes it an 8-bit figure: a density p
+    gives each of the 256 values the probability p/256 of its bin of width 1/256 (uniform dequantisation, Theis et
+    al. 2016, sec. 3.1), so (nats + D log 256) / (D ln 2), exactly 8 more bits per dimension.
     """
     if int(num_dims) < 1:
         raise ValueError(f"num_dims must be >= 1, got {num_dims}")
-    return nats_per_image / (int(num_dims) * math.log(2.0))
+    offset = int(num_dims) * math.log(PIXEL_LEVELS) if dequantise else 0.0
+    return (nats_per_image + offset) / (int(num_dims) * math.log(2.0))
 
 
 def comparability_notes(likelihood: str, binarize: str, binary_images: bool = False) -> list[str]:
@@ -104,7 +114,9 @@ def comparability_notes(likelihood: str, binarize: str, binary_images: bool = Fa
 
     * Bernoulli on grey levels (``binarize=none`` of a data set whose images are not ``binary_images`` already, as
       ``data=shapes``' are): a cross-entropy, not a normalised likelihood;
-    * Gaussian: a density on 8-bit pixels without dequantisation;
+    * Gaussian (``gaussian``, ``gaussian_per_pixel``, ``gaussian_shared``): a density on 8-bit pixels, evaluated at
+      the pixel values without dequantisation noise: its bits/dim adds log 256 per dimension but is not a bound;
+    * ``discretized_logistic``: nothing: a mass function over the 256 values of each channel;
     * Bernoulli on ``binarize=static``: one Bernoulli draw of the data set, made here, which is not the fixed
       binarised-MNIST file of Larochelle & Murray (2011) that part of the literature reports on;
     * Bernoulli on ``binarize=dynamic``: nothing: the protocol of Burda et al. (2016) and most later work (fresh
@@ -113,9 +125,13 @@ def comparability_notes(likelihood: str, binarize: str, binary_images: bool = Fa
     ``likelihood`` is ``model.likelihood``, ``binarize`` is ``data.binarize``, ``binary_images`` the DataModule's
     own ``binary_images``.
     """
-    if likelihood == "gaussian":
-        return ["A Gaussian density on 8-bit pixels without dequantisation: -ELBO, -L_K and bits/dim are not "
-                "comparable with published discrete log-likelihoods (and bits/dim may be negative)."]
+    if likelihood == "discretized_logistic":
+        return []
+    if likelihood.startswith("gaussian"):
+        return ["A Gaussian density on 8-bit pixels: -ELBO and -L_K are in nats of a density on [0, 1], and bits/dim "
+                "adds log 256 per dimension (uniform dequantisation, Theis et al. 2016), but the density is evaluated "
+                "at the pixel values, not at dequantised (noised) ones, so bits/dim is not a bound on a discrete "
+                "log-likelihood: compare it with published discrete figures with care."]
     if binarize == "none" and not binary_images:
         return ["The images are grey levels, not binary: the Bernoulli term is then a cross-entropy, not a "
                 "normalised likelihood, so -ELBO, -L_K and bits/dim are not comparable with published "
@@ -163,9 +179,10 @@ def evaluate(
       −log p of the codes).
     * ``neg_elbo``: ``recon + kl``, the negative ELBO (Kingma & Welling 2014, eq. 3), an upper bound on
       −log p(x).
-    * ``bits_per_dim``: ``neg_elbo`` in bits per dimension (:func:`bits_per_dim`).
+    * ``bits_per_dim``: ``neg_elbo`` in bits per dimension (:func:`bits_per_dim`; for a likelihood that is a
+      density on [0, 1], ``model.likelihood.continuous``, the 8-bit figure: log 256 per dimension added).
     * ``neg_iw_bound``: mean −L_K (Burda et al. 2016, eq. 8), a tighter upper bound on −log p(x).
-    * ``iw_bits_per_dim``: ``neg_iw_bound`` in bits per dimension.
+    * ``iw_bits_per_dim``: ``neg_iw_bound`` in bits per dimension (the same way).
     * ``iw_k``: the K used.
     * ``active_units``: :class:`~vaelab.metrics.active_units.ActiveUnits` over the posterior means of all images.
     * ``mse``: the per-pixel mean squared error between x and ``likelihood.mean`` of the forward pass's
@@ -191,6 +208,8 @@ def evaluate(
     # the ELBO needs only a KL; the importance-weighted bound and active units need a Gaussian posterior
     has_kl = bool(getattr(getattr(model, "code", None), "has_kl", variational))
     use_iw = variational and k > 0
+    # a density on [0, 1] (a Gaussian) needs the 8-bit dequantisation term in bits/dim; a mass function does not
+    dequantise = bool(getattr(getattr(model, "likelihood", None), "continuous", False))
     device = _model_device(model)
 
     sums: torch.Tensor | None = None  # recon, kl, neg_iw_bound, mse (per-pixel means), all float64
@@ -248,9 +267,10 @@ def evaluate(
     }
     if has_kl:
         neg_elbo = recon + kl
-        result.update(kl=kl, neg_elbo=neg_elbo, bits_per_dim=float(bits_per_dim(neg_elbo, num_dims)))
+        result.update(kl=kl, neg_elbo=neg_elbo, bits_per_dim=float(bits_per_dim(neg_elbo, num_dims, dequantise)))
     if variational:
         result.update(active_units=int(codes.compute()))
         if use_iw:
-            result.update(neg_iw_bound=neg_iw, iw_bits_per_dim=float(bits_per_dim(neg_iw, num_dims)), iw_k=k)
+            result.update(neg_iw_bound=neg_iw, iw_bits_per_dim=float(bits_per_dim(neg_iw, num_dims, dequantise)),
+                          iw_k=k)
     return result

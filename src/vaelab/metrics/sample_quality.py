@@ -31,7 +31,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaelab.metrics.feature_net import FeatureNet, WeightsError, check_weights, extract_features, load_feature_net
+from vaelab.metrics.feature_net import (
+    FeatureNet,
+    WeightsError,
+    check_weights,
+    extract_features,
+    feature_net_for,
+    load_feature_net,
+)
 from vaelab.record import SAMPLE_QUALITY_UNAVAILABLE
 
 __all__ = ["UNAVAILABLE", "feature_net_for", "frechet_distance", "gaussian_frechet_distance", "precision_recall",
@@ -150,15 +157,6 @@ def sample_quality(samples: Any, reference: Any, feature_net: FeatureNet, *, k: 
 
 
 #: the shipped feature network for each image shape it takes
-FEATURE_NET_FOR_SHAPE = {(1, 28, 28): "mnist", (1, 8, 8): "digits"}
-
-
-def feature_net_for(image_shape: Any) -> str | None:
-    """The name of the shipped feature network for images of ``image_shape`` (MNIST's 28×28 or the digits' 8×8,
-    grey); None for any other shape (no sample-quality scores then)."""
-    return FEATURE_NET_FOR_SHAPE.get(tuple(int(s) for s in image_shape))
-
-
 def sample_scores(model: Any, datamodule: Any, split: str = "test", *, n: int = 10_000, sampler: Any = None,
                   seed: int = 0, k: int = 3) -> dict[str, float]:
     """:func:`sample_quality` of ``n`` of the pure ``model``'s samples against ``n`` images of ``split`` (drawn at

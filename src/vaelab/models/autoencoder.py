@@ -47,8 +47,9 @@ class Autoencoder(nn.Module):
         latent_dim: the code's size (a VQ code's vector size).
         code: a ``_target_`` config of a :class:`~vaelab.models.codes.Code` (default: the Gaussian posterior).
         net: ``{"encoder": <_target_ config>, "decoder": <_target_ config>}``; the model passes the shapes.
-        likelihood: ``bernoulli`` (decoder outputs logits) or ``gaussian`` (decoder outputs means).
-        likelihood_std: the fixed standard deviation of the Gaussian likelihood.
+        likelihood: ``bernoulli`` (decoder outputs logits), ``gaussian`` (decoder outputs means),
+            ``gaussian_per_pixel``, ``gaussian_shared`` or ``discretized_logistic`` (:mod:`vaelab.models.likelihoods`).
+        likelihood_std: the fixed standard deviation of the Gaussian likelihood (``gaussian_shared``: its start).
         corruption: an optional ``_target_`` config of a corruption of the input (:mod:`vaelab.models.corruption`):
             the denoising autoencoder encodes a corrupted image and is scored on the clean one.
         num_classes: makes the model conditional on a class label (the conditional VAE, Sohn et al. 2015): the encoder
@@ -105,7 +106,8 @@ class Autoencoder(nn.Module):
         channels, *size = self.image_shape
         self.encoder = instantiate(net["encoder"], image_shape=[channels + extra, *size],
                                    out_features=self.code.encoder_features(self.latent_dim))
-        self.decoder = instantiate(net["decoder"], image_shape=list(self.image_shape),
+        # (the decoder outputs what the likelihood reads: e.g. a mean and a log-variance per pixel and channel)
+        self.decoder = instantiate(net["decoder"], image_shape=[self.likelihood.output_channels(channels), *size],
                                    latent_dim=self.latent_dim + extra)
         self.corruption = instantiate(plain(corruption)) if corruption else None
         #: the model's own prior p(z) (None: the code's own, N(0, I) for a Gaussian code)
