@@ -400,3 +400,15 @@ def test_the_layers_preset_draws_the_layer_traversal_in_training(tmp_path):
     events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0})
     events.Reload()
     assert {"val/layer_samples", "val/layer_traversal"} <= set(events.Tags()["images"])
+
+
+def test_the_ladder_objective_refuses_a_code_without_layers_naming_what_to_use():
+    """Catches the objective reading per-layer KLs that a plain Gaussian code never gives (a KeyError deep in a
+    training step instead of one message)."""
+    from vaelab.models.objectives.ladder import LadderElbo
+
+    model = Autoencoder([1, 8, 8], latent_dim=3)
+    x = torch.rand(4, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"needs a hierarchical code .* model.code is a GaussianCode \(it gives no "
+                                         r"kl_layer1, kl_layer2\): use model=hvae"):
+        LadderElbo([3, 2])(model, x, model(x), 0)

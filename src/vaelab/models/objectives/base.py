@@ -69,6 +69,17 @@ class Objective(nn.Module):
         pass (IWAE decodes K samples, the contractive AE differentiates the encoder)."""
         raise NotImplementedError  # pragma: no cover - interface
 
+    def code_terms(self, model: Any, out: AutoencoderOutput, names: tuple[str, ...], needs: str,
+                   use: str) -> dict[str, torch.Tensor]:
+        """The batch terms ``names`` that an objective reads from its code's pass (``out.extras``: VQ-VAE's codebook
+        terms, JointVAE's two KLs, a hierarchy's per-layer KLs); when the code gives some not, one ``ValueError``:
+        the objective ``needs`` (a code of some kind), what ``model.code`` is, the missing terms and what to ``use``."""
+        missing = [name for name in names if name not in out.extras]
+        if missing:
+            raise ValueError(f"{needs}, but model.code is a {type(model.code).__name__} (it gives no "
+                             f"{', '.join(missing)}): {use}")
+        return {name: out.extras[name] for name in names}
+
     def weights(self, step: int) -> dict[str, float]:
         """The scalar settings the loss used at ``step`` (β, a capacity C, …), logged each epoch."""
         return {"beta": self.schedule(step)}

@@ -128,16 +128,14 @@ class JointVAE(Objective):
         self._checked = discrete
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
-        missing = [name for name in CODE_TERMS if name not in out.extras]
-        if missing:
-            raise ValueError(f"the JointVAE objective needs a joint continuous and discrete code, but model.code is a "
-                             f"{type(model.code).__name__} (it gives no {', '.join(missing)}): use model=joint_vae, or "
-                             "model/code=joint")
+        terms = self.code_terms(model, out, CODE_TERMS,
+                                "the JointVAE objective needs a joint continuous and discrete code",
+                                "use model=joint_vae, or model/code=joint")
         if self._checked != model.code.discrete:
             self.check_capacity(model.code.discrete)
         if model.training:  # the temperature the code draws the next batch with
             model.code.temperature.fill_(self.temperature(step + 1))
-        kl_cont, kl_disc = out.extras["kl_cont"].mean(), out.extras["kl_disc"].mean()
+        kl_cont, kl_disc = terms["kl_cont"].mean(), terms["kl_disc"].mean()
         gamma = self.schedule(step)
         loss = (out.recon.mean() + gamma * (kl_cont - self.capacity_cont(step)).abs()
                 + gamma * (kl_disc - self.capacity_disc(step)).abs())

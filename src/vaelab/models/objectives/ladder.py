@@ -20,9 +20,8 @@ class LadderElbo(Objective):
         self.term_names = tuple(f"kl_layer{i + 1}" for i in range(len(latent_dims)))
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
-        missing = [name for name in self.term_names if name not in out.extras]
-        if missing:
-            raise ValueError(f"the ladder objective needs model.code=ladder with one KL per layer (no "
-                             f"{', '.join(missing)} in the code's pass)")
-        terms = {name: out.extras[name].mean() for name in self.term_names}
+        kls = self.code_terms(model, out, self.term_names,
+                              "the Ladder VAE objective needs a hierarchical code with one KL per layer",
+                              "use model=hvae, or model/code=ladder")
+        terms = {name: kl.mean() for name, kl in kls.items()}
         return ObjectiveValue(out.recon.mean() + self.schedule(step) * out.kl.mean(), terms)

@@ -24,11 +24,7 @@ class VQVAE(Objective):
     beta_name = "commitment"
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
-        missing = [name for name in CODE_TERMS if name not in out.extras]
-        if missing:
-            raise ValueError(f"the VQ-VAE objective needs a quantised code, but model.code is a "
-                             f"{type(model.code).__name__} (it gives no {', '.join(missing)}): use model=vqvae, or "
-                             "model/code=quantized with model/net=vqvae")
-        terms = {name: out.extras[name] for name in CODE_TERMS}
+        terms = self.code_terms(model, out, CODE_TERMS, "the VQ-VAE objective needs a quantised code",
+                                "use model=vqvae, or model/code=quantized with model/net=vqvae")
         loss = out.recon.mean() + terms["codebook"] + self.schedule(step) * terms["commitment"]
         return ObjectiveValue(loss, terms)

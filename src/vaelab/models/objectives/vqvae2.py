@@ -29,12 +29,8 @@ class VQVAE2(Objective):
     beta_name = "commitment"
 
     def forward(self, model, x, out, step) -> ObjectiveValue:
-        missing = [name for name in LEVEL_TERMS if name not in out.extras]
-        if missing:
-            raise ValueError(f"the VQ-VAE-2 objective needs a two-level quantised code, but model.code is a "
-                             f"{type(model.code).__name__} (it gives no {', '.join(missing)}): use model=vqvae2, or "
-                             "model/code=quantized2 with model/net=vqvae2")
-        terms = {name: out.extras[name] for name in LEVEL_TERMS}
+        terms = self.code_terms(model, out, LEVEL_TERMS, "the VQ-VAE-2 objective needs a two-level quantised code",
+                                "use model=vqvae2, or model/code=quantized2 with model/net=vqvae2")
         terms["codebook"] = sum(terms[f"codebook_{level}"] for level in LEVELS)
         terms["commitment"] = sum(terms[f"commitment_{level}"] for level in LEVELS)
         loss = out.recon.mean() + terms["codebook"] + self.schedule(step) * terms["commitment"]
