@@ -50,6 +50,17 @@ def compose_eval(tmp_path: Path, overrides: list[str] = ()) -> DictConfig:
     return cfg
 
 
+def constant_discriminator(objective, logit: float) -> None:
+    """D(z) = σ(logit) for every z of an objective's discriminator (FactorVAE's, the AAE's): the last layer's weights
+    zero, its bias the logit."""
+    import torch
+
+    last = objective.discriminator[-2]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(logit)
+
+
 @pytest.fixture
 def python() -> str:
     return sys.executable

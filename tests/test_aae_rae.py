@@ -11,7 +11,7 @@ import types
 
 import pytest
 import torch
-from conftest import compose_eval, compose_train
+from conftest import compose_eval, compose_train, constant_discriminator
 
 from vaelab.errors import ConfigError
 from vaelab.models import Autoencoder
@@ -56,14 +56,6 @@ def pass_of(z: torch.Tensor, recon: float = 2.0) -> types.SimpleNamespace:
 def with_prior(latent_dim: int) -> types.SimpleNamespace:
     """What the AAE reads of the model besides its pass: a code with the prior N(0, I), and the code's size."""
     return types.SimpleNamespace(code=PointCode(prior="normal"), latent_dim=latent_dim)
-
-
-def constant_discriminator(objective: AdversarialAutoencoder, logit: float) -> None:
-    """D(z) = σ(logit) for every z: the last layer's weights zero, its bias the logit."""
-    last = objective.discriminator[-2]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(logit)
 
 
 # ================================================================================ the adversarial autoencoder

@@ -10,7 +10,7 @@ import types
 
 import pytest
 import torch
-from conftest import compose_eval, compose_train
+from conftest import compose_eval, compose_train, constant_discriminator
 from lightning import Callback
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
@@ -32,14 +32,6 @@ from vaelab.training import AutoencoderModule
 def pass_of(z: torch.Tensor) -> types.SimpleNamespace:
     """What the objective reads of a model's pass: the codes, and per-image recon and KL (here 2 and 0.5 nats)."""
     return types.SimpleNamespace(z=z, recon=torch.full((len(z),), 2.0), kl=torch.full((len(z),), 0.5))
-
-
-def constant_discriminator(objective: FactorVAE, logit: float) -> None:
-    """D(z) = σ(logit) for every z: the last layer's weights zero, its bias the logit."""
-    last = objective.discriminator[-2]
-    with torch.no_grad():
-        last.weight.zero_()
-        last.bias.fill_(logit)
 
 
 # ------------------------------------------------------------------------------------------- the estimator's pieces
