@@ -97,6 +97,18 @@ def test_the_table_is_computed_from_the_per_seed_csv_alone(tmp_path):
         ("iwae", 1, 88.5), ("vae", 1, 80.0), ("vae", 2, 92.0)]
 
 
+def test_the_readmes_table_is_the_one_the_committed_csvs_give():
+    """README.md's family table must be what the committed per-seed CSVs compute (rendered as the table script
+    writes it): a hand edit of a figure, a CSV changed without rerendering, or a table rendered from run folders
+    that the CSVs do not hold fails here."""
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "logs" / "readme" / "families"
+    rows = {data: read_csv(folder / f"small_{data}.csv") for data in ("mnist", "shapes")}
+    assert all(rows.values()), f"{folder} lacks the per-seed rows of a data set"
+    readme = (root / "README.md").read_text()
+    assert replace_between_markers(readme, render("small", rows), START, END) == readme
+
+
 def test_the_jobs_go_a_seed_at_a_time_and_a_reused_row_after_its_source():
     jobs = [(f.key, data, seed) for f, data, seed in table_jobs([f.key for f in FAMILIES], ["mnist", "shapes"],
                                                                  [1, 2])]
