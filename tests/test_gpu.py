@@ -28,8 +28,10 @@ pytestmark = [
 
 GPU = ["trainer=cpu"] if ON_CPU else ["trainer=gpu"]
 DEVICE = "cpu" if ON_CPU else "cuda"
-#: every model preset that trains from scratch (the VQ-VAE prior's second stage starts from a first stage's checkpoint)
-FAMILIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in ("vqvae_prior",))
+#: the second stages (a prior over a first stage's codes) and the first stage each starts from
+SECOND_STAGES = {"vqvae_prior": "vqvae", "vqvae2_prior": "vqvae2"}
+#: every model preset that trains from scratch
+FAMILIES = sorted(p.stem for p in (CONF / "model").glob("*.yaml") if p.stem not in SECOND_STAGES)
 
 
 def record(tmp_path: Path) -> dict:
@@ -52,6 +54,21 @@ def test_the_default_run_trains_on_the_gpu(tmp_path):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_family_trains_on_the_gpu(tmp_path, family):
     run(tmp_path, [f"model={family}", "callbacks=minimal"])
+
+
+@pytest.mark.parametrize("second", sorted(SECOND_STAGES))
+def test_every_prior_stage_trains_on_the_gpu_from_its_first_stage(tmp_path, second):
+    first = run(tmp_path / "one", [f"model={SECOND_STAGES[second]}", "callbacks=minimal"])
+    run(tmp_path / "two", [f"model={second}", f"model.init_from={first['test_ckpt']}", "callbacks=minimal"])
+
+
+@pytest.mark.parametrize("data", [
+    ["data=shapes_color", "model/net=resnet", "model.likelihood=discretized_logistic"],  # colour, 8-bit likelihood
+    ["data=shapes_color", "model.likelihood=gaussian_per_pixel"],
+    ["data.stream=true"],  # the streamed chunks through the DataLoader's workers
+], ids=["colour_resnet_logistic", "colour_gaussian", "stream"])
+def test_the_colour_and_streamed_data_train_on_the_gpu(tmp_path, data):
+    run(tmp_path, [*data, "callbacks=minimal", f"data.cache_dir={tmp_path / 'cache'}"])
 
 
 def test_the_replica_and_the_conv_net_on_mnist_files(tmp_path):
