@@ -79,6 +79,11 @@ TABS = (
     time_series("view_latent_space", "val/latent_space", "Image", "img", at_least=3),
     time_series("view_kl_per_dim", "val/kl_per_dim", "Image", "img", at_least=2),
     time_series("view_manifold", "val/manifold", "Image", "img", at_least=1),  # the 2-D run's
+    # the views of the newer families: JointVAE's walk of its discrete code, the Ladder VAE's samples and traversal
+    # per latent layer (the conditional VAE's one row per class is among view_samples)
+    time_series("view_traversal_discrete", "val/traversal_discrete", "Image", "img", at_least=1),
+    time_series("view_layer_samples", "val/layer_samples", "Image", "img", at_least=1),
+    time_series("view_layer_traversal", "val/layer_traversal", "Image", "img", at_least=1),
 )
 
 
@@ -87,12 +92,16 @@ EMPTY_STATE = r"No [a-z ]*data was found\.?|No dashboards are active[^.]*\.?|var
 
 
 def train_sweep(folder: Path, epochs: int, log_file: Path) -> Path:
-    """Train one small run of each model (vae, beta_vae, ae) into ``folder``, and a VAE with a 2-D code (for the
-    manifold) next to them; return the folder. What training prints goes to ``log_file``."""
+    """Train one small run of each model (vae, beta_vae, ae) into ``folder``, and next to them a VAE with a 2-D code
+    (for the manifold), a conditional VAE (samples by class), a JointVAE (the discrete traversal) and a Ladder VAE
+    with the layer views; return the folder. What training prints goes to ``log_file``."""
     common = [f"trainer.max_epochs={epochs}", "+trainer.enable_progress_bar=false"]
     train([
         ["-m", "model=vae,beta_vae,ae", f"hydra.sweep.dir={folder}", *common],
         ["model=vae", "model.latent_dim=2", f"hydra.run.dir={folder / '3_vae_latent_dim_2'}", *common],
+        ["model=cvae", f"hydra.run.dir={folder / '4_cvae'}", *common],
+        ["model=joint_vae", f"hydra.run.dir={folder / '5_joint_vae'}", *common],
+        ["model=hvae", "callbacks=[default,layers]", f"hydra.run.dir={folder / '6_hvae'}", *common],
     ], log_file)
     return folder
 
