@@ -28,10 +28,17 @@ QUICK = ["trainer=cpu", "+trainer.limit_train_batches=3", "+trainer.limit_val_ba
          "+trainer.limit_test_batches=1", "+trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false"]
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child before it starts Python: SIGINT at its default, so that Python turns it into KeyboardInterrupt.
+    A shell without job control starts background commands with SIGINT ignored, and Python keeps an ignored SIGINT
+    ignored: a suite started with ``&`` (or under nohup) would otherwise see no Ctrl-C in its runs at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(args: list[str], tmp_path: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "src" / "train.py"), *args,
                            f"paths.data_dir={tmp_path / 'data'}"], cwd=cwd, env=ENV, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, preexec_fn=_sigint_as_from_a_terminal)
 
 
 # ------------------------------------------------------------------------------ 1. a run folder made read-only
