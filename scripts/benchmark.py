@@ -40,9 +40,7 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from lightning import Callback
-from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,35 +51,13 @@ from vaelab.data import FashionMNISTDataModule, MNISTDataModule  # noqa: E402
 from vaelab.data.idx import write_random_mnist_layout  # noqa: E402
 from vaelab.tasks.runtime import skip_failing_nvml_probe  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from reference_vae import ReferenceVAE, reference_loss  # noqa: E402  (the example's model, shared)
+
 FOLDERS = {"mnist": ("MNIST", MNISTDataModule), "fashion_mnist": ("FashionMNIST", FashionMNISTDataModule)}
 
 
 # --------------------------------------------------------------------------- the hand-written reference
-class ReferenceVAE(nn.Module):
-    """The model of PyTorch's VAE example (examples/vae/main.py): 784-400-20 with ReLU, sigmoid output (784-32-2
-    for the ``*_tiny`` variants)."""
-
-    def __init__(self, hidden: int = 400, latent: int = 20) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(784, hidden)
-        self.fc21 = nn.Linear(hidden, latent)
-        self.fc22 = nn.Linear(hidden, latent)
-        self.fc3 = nn.Linear(latent, hidden)
-        self.fc4 = nn.Linear(hidden, 784)
-
-    def forward(self, x):
-        h1 = F.relu(self.fc1(x.view(-1, 784)))
-        mu, logvar = self.fc21(h1), self.fc22(h1)
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
-
-
-def reference_loss(recon_x, x, mu, logvar):
-    """The example's loss: BCE summed over pixels and batch, plus the analytic KL."""
-    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-
-
 def hand_loop(batches_per_epoch, epochs: int, warmup: int, device: torch.device, n_images: int,
               hidden: int = 400, latent: int = 20) -> float:
     """Train the reference model; return images/s over the timed epochs."""

@@ -56,40 +56,13 @@ def _mnist_arrays(data_dir: Path):
     return images("train-images-idx3-ubyte"), images("t10k-images-idx3-ubyte")
 
 
-def _example_model(classes: bool = False):
-    """PyTorch's example VAE (784-400-20, ReLU) and its loss, summed over the batch: a model (or, with ``classes``,
-    the class and the loss)."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class VAE(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, 20), nn.Linear(400, 20)
-            self.fc3, self.fc4 = nn.Linear(20, 400), nn.Linear(400, 784)
-
-        def forward(self, x):
-            h = F.relu(self.fc1(x.view(-1, 784)))
-            mu, logvar = self.fc21(h), self.fc22(h)
-            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-            return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
-
-    def loss_function(recon_x, mu, logvar, x):
-        bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-        return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-
-    return (VAE, loss_function) if classes else (VAE(), loss_function)
-
-
 def child_plain(data_dir: Path, epochs: int, out: Path) -> dict:
     """PyTorch's examples/vae/main.py, its defaults (batch 128, Adam 1e-3, seed 1), on the CPU."""
     import torch
     import torch.nn.functional as F
+    from reference_vae import ReferenceVAE, reference_loss
     from torchvision import datasets, transforms
     from torchvision.utils import save_image
-
-    VAE, loss_function = _example_model(classes=True)
 
     torch.manual_seed(1)
     train_loader = torch.utils.data.DataLoader(
@@ -97,7 +70,7 @@ def child_plain(data_dir: Path, epochs: int, out: Path) -> dict:
         batch_size=128, shuffle=True)
     test_loader = torch.utils.data.DataLoader(
         datasets.MNIST(str(data_dir), train=False, transform=transforms.ToTensor()), batch_size=128, shuffle=False)
-    model = VAE()
+    model = ReferenceVAE()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     ends, test_loss = [], float("nan")
     for epoch in range(1, epochs + 1):
@@ -105,7 +78,7 @@ def child_plain(data_dir: Path, epochs: int, out: Path) -> dict:
         for data, _ in train_loader:
             optimizer.zero_grad()
             recon, mu, logvar = model(data)
-            loss = loss_function(recon, mu, logvar, data)
+            loss = reference_loss(recon, data, mu, logvar)
             loss.backward()
             optimizer.step()
         model.eval()
@@ -113,7 +86,7 @@ def child_plain(data_dir: Path, epochs: int, out: Path) -> dict:
         with torch.no_grad():
             for i, (data, _) in enumerate(test_loader):
                 recon, mu, logvar = model(data)
-                total += loss_function(recon, mu, logvar, data).item()
+                total += reference_loss(recon, data, mu, logvar).item()
                 if i == 0:
                     n = min(data.size(0), 8)
                     save_image(torch.cat([data[:n], recon.view(128, 1, 28, 28)[:n]]).cpu(),
@@ -128,9 +101,10 @@ def child_plain(data_dir: Path, epochs: int, out: Path) -> dict:
 def child_hand(data_dir: Path, epochs: int, out: Path) -> dict:
     """The example's VAE and loss in a loop over one resident tensor: what a step costs without a framework."""
     import torch
+    from reference_vae import ReferenceVAE, reference_loss
 
     torch.manual_seed(1)
-    model, loss_function = _example_model()
+    model = ReferenceVAE()
     train, test = (torch.from_numpy(a) for a in _mnist_arrays(data_dir))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     ends = []
@@ -138,12 +112,17 @@ def child_hand(data_dir: Path, epochs: int, out: Path) -> dict:
         for index in torch.randperm(len(train)).split(128):
             data = train[index]
             optimizer.zero_grad()
-            loss = loss_function(*model(data), data) / len(data)
+            recon, mu, logvar = model(data)
+            loss = reference_loss(recon, data, mu, logvar) / len(data)
             loss.backward()
             optimizer.step()
         ends.append(time.time())
     with torch.no_grad():
-        nelbo = sum(loss_function(*model(x), x).item() for x in test.split(1000)) / len(test)
+        total = 0.0
+        for x in test.split(1000):
+            recon, mu, logvar = model(x)
+            total += reference_loss(recon, x, mu, logvar).item()
+    nelbo = total / len(test)
     return {"epoch_ends": ends, "test_nelbo": nelbo}
 
 
